@@ -1,0 +1,158 @@
+//! Guest RAM: one anonymous private mapping, registered with KVM as a memory slot.
+//!
+//! The guest writes this memory concurrently with the host, so every host access is a volatile
+//! copy through a bounds-checked guest physical address, never a Rust reference into the mapping.
+
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
+use kvm_ioctls::VmFd;
+use std::ptr::NonNull;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuestMemoryError {
+    #[error("Failed to map {size} bytes of guest memory")]
+    Map {
+        size: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Guest memory size {size} is not a positive multiple of the page size")]
+    BadSize { size: usize },
+    #[error("Guest access of {len} bytes at {gpa:#x} is outside guest memory of {size} bytes")]
+    OutOfBounds { gpa: u64, len: usize, size: usize },
+    #[error("Failed to register guest memory slot {slot} with KVM")]
+    Register {
+        slot: u32,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// Guest physical memory starting at guest physical address 0.
+#[derive(Debug)]
+pub struct GuestMemory {
+    base: NonNull<u8>,
+    size: usize,
+}
+
+// SAFETY: the mapping is owned by this value for its whole life and every access goes through
+// volatile copies with bounds checks, so sharing the pointer between threads is sound.
+unsafe impl Send for GuestMemory {}
+// SAFETY: as above; there are no `&mut` views into the mapping.
+unsafe impl Sync for GuestMemory {}
+
+impl GuestMemory {
+    /// Maps `size` bytes of zeroed memory, reserved lazily (pages are only backed when touched).
+    pub fn new(size: usize) -> Result<Self, GuestMemoryError> {
+        if size == 0 || size % crate::page_size() != 0 {
+            return Err(GuestMemoryError::BadSize { size });
+        }
+        // SAFETY: an anonymous mapping with no address hint; the result is checked below.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(GuestMemoryError::Map {
+                size,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let base = NonNull::new(addr.cast::<u8>()).ok_or(GuestMemoryError::Map {
+            size,
+            source: std::io::Error::other("mmap returned null"),
+        })?;
+        Ok(Self { base, size })
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Registers the whole mapping as KVM slot `slot` at guest physical address 0, with dirty
+    /// page logging on when `log_dirty` is set (needed by both the dirty log and the dirty ring).
+    pub fn register(&self, vm: &VmFd, slot: u32, log_dirty: bool) -> Result<(), GuestMemoryError> {
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: if log_dirty { KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
+            guest_phys_addr: 0,
+            memory_size: self.size as u64,
+            userspace_addr: self.base.as_ptr() as u64,
+        };
+        // SAFETY: the region describes memory this value owns and keeps mapped for as long as it
+        // lives; callers keep the GuestMemory alive as long as the VM (the VM owns both).
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(|source| GuestMemoryError::Register { slot, source })
+    }
+
+    fn check(&self, gpa: u64, len: usize) -> Result<usize, GuestMemoryError> {
+        let start = usize::try_from(gpa).ok();
+        match start.and_then(|s| s.checked_add(len).map(|end| (s, end))) {
+            Some((s, end)) if end <= self.size => Ok(s),
+            _ => Err(GuestMemoryError::OutOfBounds {
+                gpa,
+                len,
+                size: self.size,
+            }),
+        }
+    }
+
+    /// Copies `data` into guest memory at `gpa`.
+    pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), GuestMemoryError> {
+        let start = self.check(gpa, data.len())?;
+        for (i, byte) in data.iter().enumerate() {
+            // SAFETY: start + i < size was checked above; the mapping is live.
+            unsafe { self.base.as_ptr().add(start + i).write_volatile(*byte) };
+        }
+        Ok(())
+    }
+
+    /// Copies guest memory at `gpa` into `out`.
+    pub fn read(&self, gpa: u64, out: &mut [u8]) -> Result<(), GuestMemoryError> {
+        let start = self.check(gpa, out.len())?;
+        for (i, byte) in out.iter_mut().enumerate() {
+            // SAFETY: start + i < size was checked above; the mapping is live.
+            *byte = unsafe { self.base.as_ptr().add(start + i).read_volatile() };
+        }
+        Ok(())
+    }
+
+    /// Reads a little-endian u64 at `gpa` (need not be aligned).
+    pub fn read_u64(&self, gpa: u64) -> Result<u64, GuestMemoryError> {
+        let mut bytes = [0u8; 8];
+        self.read(gpa, &mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    /// Writes a little-endian u64 at `gpa`.
+    pub fn write_u64(&self, gpa: u64, value: u64) -> Result<(), GuestMemoryError> {
+        self.write(gpa, &value.to_le_bytes())
+    }
+}
+
+impl Drop for GuestMemory {
+    fn drop(&mut self) {
+        // SAFETY: base/size are exactly what mmap returned; nothing refers to the mapping now.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.size) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_back_and_rejects_out_of_bounds() {
+        let mem = GuestMemory::new(1 << 20).unwrap();
+        mem.write_u64(0x1000, 0xdead_beef).unwrap();
+        assert_eq!(mem.read_u64(0x1000).unwrap(), 0xdead_beef);
+        assert!(mem.write_u64((1 << 20) - 4, 1).is_err());
+        assert!(mem.read_u64(u64::MAX).is_err());
+        assert!(GuestMemory::new(100).is_err());
+    }
+}

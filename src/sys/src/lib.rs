@@ -1,0 +1,27 @@
+//! The one crate of Augur that holds `unsafe` code. Every other crate is `#![forbid(unsafe_code)]`
+//! and reaches the kernel through the safe types here:
+//!
+//! - [`GuestMemory`]: anonymous guest RAM, bounds-checked accessors, registration as a KVM slot;
+//! - [`KvmStats`]: KVM binary statistics (`KVM_GET_STATS_FD`) of a VM or a vCPU;
+//! - [`DirtyRing`]: the per-vCPU KVM dirty ring (`KVM_CAP_DIRTY_LOG_RING`);
+//! - [`SharedRegion`]: a file-backed shared mapping with atomic words, for the sample ring;
+//! - [`mount_tracefs`]: mounting tracefs where it is absent.
+
+mod dirty_ring;
+mod guest_memory;
+mod kvm_stats;
+mod shared_region;
+mod tracefs;
+
+pub use dirty_ring::{DirtyGfn, DirtyRing, DirtyRingError};
+pub use guest_memory::{GuestMemory, GuestMemoryError};
+pub use kvm_stats::{KvmStat, KvmStatKind, KvmStats, KvmStatsError};
+pub use shared_region::{SharedRegion, SharedRegionError};
+pub use tracefs::mount_tracefs;
+
+/// The host's page size in bytes.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
