@@ -337,6 +337,11 @@ impl MicroVm {
         self.id
     }
 
+    /// The VM's counters, shared with its vCPU threads.
+    pub fn counters(&self) -> Arc<VmCounters> {
+        self.counters.clone()
+    }
+
     pub fn spec(&self) -> &VmSpec {
         &self.spec
     }

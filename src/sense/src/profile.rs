@@ -3,7 +3,7 @@
 
 use crate::rates::Rates;
 use augur_wire::{Metric, Sample, Source, VmId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ const PERF_EVENTS: [Metric; 9] = [
 ];
 
 /// What a VM did during one sampling interval. `None` means no source measured it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Window {
     pub ts_ns: u64,
     /// Busy vCPUs (1.0 = one vCPU fully busy), from time in KVM_RUN, else task-clock, else /proc.

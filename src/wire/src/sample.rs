@@ -92,3 +92,23 @@ impl ArchivedSample {
             .map(|r| r.value.as_ref().map(|v| v.to_native()))
     }
 }
+
+impl ArchivedSample {
+    /// Copies the archived record into an owned [`Sample`].
+    pub fn to_sample(&self) -> Sample {
+        Sample {
+            schema: self.schema.to_native(),
+            source: self.source,
+            vm: self.vm.to_native(),
+            ts_ns: self.ts_ns.to_native(),
+            readings: self
+                .readings
+                .iter()
+                .map(|r| Reading {
+                    metric: r.metric.to_native(),
+                    value: r.value.as_ref().map(|v| v.to_native()),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The messages of the admin protocol.
+
+use augur_sense::Window;
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The longest line either side accepts.
+pub const MAX_LINE: usize = 256 * 1024;
+
+/// A request line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    pub version: u32,
+    pub id: u64,
+    pub request: Request,
+}
+
+/// What a client can ask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// The daemon's health and what this host supports.
+    Status,
+    /// Every VM with its latest figures.
+    Vms,
+    /// One VM's current profile window and recent history.
+    Profile {
+        vm: String,
+        #[serde(default)]
+        history: Option<usize>,
+    },
+    /// Start a microVM from the text of a spec file.
+    VmStart {
+        spec: String,
+        /// Where the spec came from, for messages.
+        #[serde(default)]
+        origin: Option<String>,
+    },
+    /// Stop a VM (by id or name).
+    VmStop { vm: String },
+}
+
+/// A reply line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplyEnvelope {
+    pub version: u32,
+    /// The request's id, or 0 when the request could not be read far enough to know it.
+    pub id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Reply>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<AdminError>,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The line was not JSON, or not a request of this version.
+    Malformed,
+    UnsupportedVersion,
+    UnknownRequest,
+    TooLarge,
+    UnknownVm,
+    InvalidSpec,
+    /// The host cannot do this (no KVM, a resource limit).
+    Unavailable,
+    PermissionDenied,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct AdminError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl AdminError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A successful reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    Status(StatusReply),
+    Vms { vms: Vec<VmSummary> },
+    Profile(ProfileReply),
+    VmStarted { vm: VmSummary },
+    VmStopped { id: u64, name: String },
+}
+
+/// What the host can sense, found at start-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// `/dev/kvm` opened.
+    pub kvm: bool,
+    /// `KVM_CAP_DIRTY_LOG_RING` is offered.
+    pub dirty_ring: bool,
+    /// Guests can execute SSE floating point (false under kvm_pvm).
+    pub guest_fp: bool,
+    /// Hardware perf events open on vCPU threads.
+    pub pmu: bool,
+    /// tracefs was found or mounted.
+    pub tracefs: bool,
+    /// `kvm:kvm_exit` has fired on some vCPU thread (never under kvm_pvm).
+    pub kvm_exit_tracepoint: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub daemon_version: String,
+    pub protocol_version: u32,
+    pub pid: u32,
+    pub uptime_s: f64,
+    pub driver: String,
+    pub data_dir: String,
+    pub sample_interval_ms: u64,
+    pub vms: usize,
+    pub capabilities: Capabilities,
+    /// Sampling-thread CPU time per VM per sample, averaged since start (ns).
+    pub sampling_cpu_ns_per_vm: Option<f64>,
+    /// Samples overwritten in the ring before the profiler read them.
+    pub ring_lost: u64,
+}
+
+/// One VM in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmSummary {
+    pub id: u64,
+    pub name: String,
+    pub state: String,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub phase: String,
+    pub progress: u64,
+    pub uptime_s: f64,
+    pub dirty_source: String,
+    /// fp_compute phases run integer work because the hypervisor cannot run guest SSE.
+    pub fp_degraded: bool,
+    pub current: Option<Window>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileReply {
+    pub vm: VmSummary,
+    /// Oldest first.
+    pub history: Vec<Window>,
+    /// Network flows: destination VM id, port, bytes, packets.
+    pub flows: Vec<(u32, u16, u64, u64)>,
+    /// What this profile lacks and why (no PMU, no tracepoint, ...).
+    pub notes: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_unknown_types_fail() {
+        let env = RequestEnvelope {
+            version: 1,
+            id: 9,
+            request: Request::Profile {
+                vm: "batch".into(),
+                history: Some(5),
+            },
+        };
+        let line = serde_json::to_string(&env).unwrap();
+        assert_eq!(serde_json::from_str::<RequestEnvelope>(&line).unwrap(), env);
+        let unknown = r#"{"version":1,"id":2,"request":{"type":"reboot"}}"#;
+        assert!(serde_json::from_str::<RequestEnvelope>(unknown).is_err());
+    }
+}

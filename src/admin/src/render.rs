@@ -1,0 +1,180 @@
+//! Plain-text renderings of replies, shared by `augurctl` and `augurd demo`.
+
+use crate::messages::{ProfileReply, StatusReply, VmSummary};
+use augur_sense::Window;
+use std::fmt::Write;
+
+fn num(value: Option<f64>, scale: f64, precision: usize) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{:.*}", precision, v / scale))
+}
+
+/// The exit reason with the largest share, as "io 97%".
+pub fn top_exit(window: &Window) -> String {
+    window
+        .exit_mix
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or_else(
+            || "-".into(),
+            |(name, share)| format!("{} {:.0}%", name.trim_start_matches("exit_"), share * 100.0),
+        )
+}
+
+/// One line per VM with its latest window.
+pub fn vm_table(vms: &[VmSummary]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>3} {:<10} {:<9} {:<16} {:>5} {:>7} {:>7} {:>5} {:>11} {:>11} {:>8} {:<14}",
+        "ID", "VM", "STATE", "PHASE", "CPU", "WSS", "DIRTY", "LOCAL", "DISK R/W", "NET TX/RX",
+        "EXITS/s", "TOP EXIT"
+    );
+    let _ = writeln!(
+        out,
+        "{:>3} {:<10} {:<9} {:<16} {:>5} {:>7} {:>7} {:>5} {:>11} {:>11} {:>8}",
+        "", "", "", "", "vCPU", "MiB", "MiB/s", "", "MB/s", "KB/s", ""
+    );
+    for vm in vms {
+        let w = vm.current.clone().unwrap_or_default();
+        let disk = format!(
+            "{}/{}",
+            num(w.disk_read_bytes_per_s, 1e6, 1),
+            num(w.disk_write_bytes_per_s, 1e6, 1)
+        );
+        let net = format!(
+            "{}/{}",
+            num(w.net_tx_bytes_per_s, 1e3, 0),
+            num(w.net_rx_bytes_per_s, 1e3, 0)
+        );
+        let state: String = vm.state.chars().take(9).collect();
+        let phase: String = vm.phase.chars().take(16).collect();
+        let _ = writeln!(
+            out,
+            "{:>3} {:<10} {:<9} {:<16} {:>5} {:>7} {:>7} {:>5} {:>11} {:>11} {:>8} {:<14}",
+            vm.id,
+            vm.name.chars().take(10).collect::<String>(),
+            state,
+            phase,
+            num(w.cpu_vcpus, 1.0, 2),
+            num(w.working_set_mib, 1.0, 1),
+            num(w.dirty_mib_per_s, 1.0, 2),
+            num(w.dirty_locality, 1.0, 2),
+            disk,
+            net,
+            num(w.exits_per_s, 1.0, 0),
+            top_exit(&w),
+        );
+    }
+    out
+}
+
+pub fn status(s: &StatusReply) -> String {
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let c = &s.capabilities;
+    let mut out = String::new();
+    let _ = writeln!(out, "augurd {} (pid {}, protocol {})", s.daemon_version, s.pid, s.protocol_version);
+    let _ = writeln!(out, "uptime          {:.0} s", s.uptime_s);
+    let _ = writeln!(out, "driver          {}", s.driver);
+    let _ = writeln!(out, "data dir        {}", s.data_dir);
+    let _ = writeln!(out, "VMs             {}", s.vms);
+    let _ = writeln!(out, "sample interval {} ms", s.sample_interval_ms);
+    let _ = writeln!(
+        out,
+        "sampling cost   {}",
+        s.sampling_cpu_ns_per_vm.map_or_else(
+            || "-".into(),
+            |ns| format!(
+                "{:.1} us CPU per VM per sample ({:.4}% of a core per VM)",
+                ns / 1e3,
+                ns / (s.sample_interval_ms as f64 * 1e6) * 100.0
+            )
+        )
+    );
+    let _ = writeln!(out, "ring lost       {}", s.ring_lost);
+    let _ = writeln!(out, "kvm             {}", yes(c.kvm));
+    let _ = writeln!(out, "dirty ring      {}", yes(c.dirty_ring));
+    let _ = writeln!(out, "guest fp (SSE)  {}", yes(c.guest_fp));
+    let _ = writeln!(out, "hardware PMU    {}", yes(c.pmu));
+    let _ = writeln!(out, "tracefs         {}", yes(c.tracefs));
+    let _ = writeln!(out, "kvm:kvm_exit    {}", if c.kvm_exit_tracepoint { "fires" } else { "not seen" });
+    out
+}
+
+pub fn profile(p: &ProfileReply) -> String {
+    let mut out = vm_table(std::slice::from_ref(&p.vm));
+    if let Some(w) = &p.vm.current {
+        let _ = writeln!(out, "\ncurrent window:");
+        let _ = writeln!(out, "  cpu               {} vCPU", num(w.cpu_vcpus, 1.0, 3));
+        let _ = writeln!(out, "  memory            {} MiB", num(w.memory_mib, 1.0, 0));
+        let _ = writeln!(out, "  write working set {} MiB", num(w.working_set_mib, 1.0, 2));
+        let _ = writeln!(
+            out,
+            "  dirty rate        {} pages/s ({} MiB/s), locality {}",
+            num(w.dirty_pages_per_s, 1.0, 0),
+            num(w.dirty_mib_per_s, 1.0, 2),
+            num(w.dirty_locality, 1.0, 2)
+        );
+        let _ = writeln!(
+            out,
+            "  disk              read {} B/s, write {} B/s, read share {}, {} ops/s",
+            num(w.disk_read_bytes_per_s, 1.0, 0),
+            num(w.disk_write_bytes_per_s, 1.0, 0),
+            num(w.disk_read_ratio, 1.0, 2),
+            num(w.disk_ops_per_s, 1.0, 1)
+        );
+        let _ = writeln!(
+            out,
+            "  network           tx {} B/s, rx {} B/s",
+            num(w.net_tx_bytes_per_s, 1.0, 0),
+            num(w.net_rx_bytes_per_s, 1.0, 0)
+        );
+        let _ = writeln!(out, "  exits             {} /s", num(w.exits_per_s, 1.0, 0));
+        for (reason, share) in &w.exit_mix {
+            let _ = writeln!(out, "    {:<22} {:>5.1}%", reason, share * 100.0);
+        }
+        let _ = writeln!(out, "  perf events (per s):");
+        for (event, rate) in &w.perf {
+            let _ = writeln!(
+                out,
+                "    {:<22} {}",
+                event,
+                rate.map_or_else(|| "unavailable".into(), |r| format!("{r:.0}"))
+            );
+        }
+        if !w.kvm_stats.is_empty() {
+            let _ = writeln!(out, "  KVM stats (per s):");
+            for (stat, rate) in &w.kvm_stats {
+                let _ = writeln!(out, "    {stat:<22} {rate:.0}");
+            }
+        }
+        let _ = writeln!(out, "  sources           {}", w.sources.join(", "));
+    }
+    if !p.flows.is_empty() {
+        let _ = writeln!(out, "\nflows (dest vm:port  bytes  packets):");
+        for (dest, port, bytes, packets) in &p.flows {
+            let _ = writeln!(out, "  {dest}:{port}  {bytes}  {packets}");
+        }
+    }
+    if !p.history.is_empty() {
+        let _ = writeln!(out, "\nrecent history (oldest first): cpu vCPU | wss MiB | dirty MiB/s | disk r+w MB/s | exits/s");
+        for w in &p.history {
+            let disk = match (w.disk_read_bytes_per_s, w.disk_write_bytes_per_s) {
+                (Some(r), Some(wr)) => Some(r + wr),
+                _ => None,
+            };
+            let _ = writeln!(
+                out,
+                "  {:>6} {:>8} {:>8} {:>8} {:>8}",
+                num(w.cpu_vcpus, 1.0, 2),
+                num(w.working_set_mib, 1.0, 1),
+                num(w.dirty_mib_per_s, 1.0, 2),
+                num(disk, 1e6, 2),
+                num(w.exits_per_s, 1.0, 0)
+            );
+        }
+    }
+    for note in &p.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    out
+}

@@ -1,0 +1,223 @@
+//! The daemon's configuration file (TOML). Every key is optional; the defaults suit a KVM host.
+//!
+//! ```toml
+//! # Which VMs augurd runs and senses: "auto" (microVMs when /dev/kvm is usable, else none),
+//! # "microvm" (fail if KVM is unusable) or "none" (sensing of nothing; the admin socket still works).
+//! driver = "auto"
+//! # Where disk images of microVMs and the sample ring live.
+//! data_dir = "/var/lib/augur"
+//! # The admin socket augurctl talks to.
+//! admin_socket = "/run/augur/augurd.sock"
+//! # How often every source is read, in milliseconds (100..=60000).
+//! sample_interval_ms = 1000
+//! # Profile windows kept per VM (one per sample interval).
+//! history_windows = 3600
+//! # Log filter, as RUST_LOG: "info", "augurd=debug", ...
+//! log = "info"
+//!
+//! [microvm]
+//! dirty_mode = "auto"          # "auto" (ring where KVM has it), "log" or "ring"
+//! working_set_window_s = 30    # seconds of dirty pages the write working set covers
+//! disk_mib = 64                # size of each microVM's disk backing file
+//! ring_entries = 16384         # dirty ring entries per vCPU (power of two)
+//!
+//! [sensing]
+//! perf = true                  # perf events on vCPU threads
+//! tracepoints = true           # kvm tracepoints (mounts tracefs if needed)
+//! tracepoint_period = 1        # sample one kvm exit record in N
+//! ```
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    Auto,
+    Microvm,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MicrovmConfig {
+    pub dirty_mode: augur_microvm::DirtyMode,
+    pub working_set_window_s: u64,
+    pub disk_mib: u64,
+    pub ring_entries: usize,
+}
+
+impl Default for MicrovmConfig {
+    fn default() -> Self {
+        Self {
+            dirty_mode: augur_microvm::DirtyMode::Auto,
+            working_set_window_s: 30,
+            disk_mib: 64,
+            ring_entries: 16384,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SensingConfig {
+    pub perf: bool,
+    pub tracepoints: bool,
+    pub tracepoint_period: u64,
+}
+
+impl Default for SensingConfig {
+    fn default() -> Self {
+        Self {
+            perf: true,
+            tracepoints: true,
+            tracepoint_period: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub driver: Driver,
+    pub data_dir: PathBuf,
+    pub admin_socket: PathBuf,
+    pub sample_interval_ms: u64,
+    pub history_windows: usize,
+    pub log: String,
+    pub microvm: MicrovmConfig,
+    pub sensing: SensingConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            driver: Driver::Auto,
+            data_dir: PathBuf::from("/var/lib/augur"),
+            admin_socket: PathBuf::from("/run/augur/augurd.sock"),
+            sample_interval_ms: 1000,
+            history_windows: 3600,
+            log: "info".into(),
+            microvm: MicrovmConfig::default(),
+            sensing: SensingConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config file {path}: key `{key}`: {message}")]
+    Invalid {
+        path: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            key,
+            message,
+        };
+        if !(100..=60_000).contains(&self.sample_interval_ms) {
+            return Err(invalid(
+                "sample_interval_ms",
+                format!("{} is outside 100..=60000", self.sample_interval_ms),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.history_windows) {
+            return Err(invalid(
+                "history_windows",
+                format!("{} is outside 1..=1000000", self.history_windows),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty".into()));
+        }
+        if self.admin_socket.as_os_str().len() > 100 {
+            return Err(invalid(
+                "admin_socket",
+                "longer than a Unix socket path may be (100 bytes)".into(),
+            ));
+        }
+        let ring = self.microvm.ring_entries;
+        if !ring.is_power_of_two() || !(64..=65536).contains(&ring) {
+            return Err(invalid(
+                "microvm.ring_entries",
+                format!("{ring} must be a power of two within 64..=65536"),
+            ));
+        }
+        if !(1..=65536).contains(&self.microvm.disk_mib) {
+            return Err(invalid(
+                "microvm.disk_mib",
+                format!("{} is outside 1..=65536", self.microvm.disk_mib),
+            ));
+        }
+        if !(1..=3600).contains(&self.microvm.working_set_window_s) {
+            return Err(invalid(
+                "microvm.working_set_window_s",
+                format!("{} is outside 1..=3600", self.microvm.working_set_window_s),
+            ));
+        }
+        if self.sensing.tracepoint_period == 0 {
+            return Err(invalid("sensing.tracepoint_period", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Harvests in the working-set window at this sampling interval.
+    pub fn working_set_harvests(&self) -> usize {
+        (self.microvm.working_set_window_s * 1000 / self.sample_interval_ms).max(1) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::parse("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let err = |text: &str| Config::parse(text, "augurd.toml").unwrap_err().to_string();
+        assert!(err("sample_interval_ms = 5").contains("sample_interval_ms"));
+        assert!(err("colour = \"blue\"").contains("colour"));
+        assert!(err("sample_interval_ms = \"fast\"").contains("sample_interval_ms"));
+        assert!(err("[microvm]\nring_entries = 1000").contains("microvm.ring_entries"));
+        assert!(err("driver = \"xen\"").contains("xen"));
+        assert!(err("[microvm]\nspeed = 1").contains("speed"));
+        assert!(err("sample_interval_ms = 1000\nsample_interval_ms = 2000").contains("augurd.toml"));
+    }
+}

@@ -1,0 +1,391 @@
+//! The host: its VMs, the sampling thread that reads every source into the sample ring, and the
+//! profiler thread that turns the ring into profiles.
+//!
+//! ```text
+//!  sampling thread ──(samples)──► ring file ──► profiler thread ──► Profiler (windows)
+//!         └───────────(tick: timestamp)──────────────┘
+//! ```
+//! The sampling thread owns the ring's writer; after writing every sample of a tick it sends the
+//! tick's timestamp, and the profiler drains the ring and closes one window per VM.
+
+use crate::config::{Config, Driver};
+use crate::switch::HostSwitch;
+use augur_admin::{AdminError, Capabilities, ErrorCode};
+use augur_microvm::{MicroVm, VmOptions, VmSpec, VmState};
+use augur_sense::kvm_exit::TracepointSource;
+use augur_sense::perf_source::PerfSource;
+use augur_sense::proc_source::ProcReader;
+use augur_sense::tracefs::Tracefs;
+use augur_sense::{Profiler, Window};
+use augur_wire::ring::{RingReader, RingWriter};
+use augur_wire::{Sample, VmId};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use kvm_ioctls::Kvm;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+const RING_SLOTS: u64 = 8192;
+const RING_SLOT_SIZE: u64 = 2048;
+
+/// A VM and the host-side sources watching it.
+#[derive(Debug)]
+pub struct ManagedVm {
+    pub vm: MicroVm,
+    perf: Option<PerfSource>,
+    trace: Option<TracepointSource>,
+    sources_opened: bool,
+}
+
+/// Sampling cost, for the status reply and the benchmark.
+#[derive(Debug, Default)]
+pub struct SamplingCost {
+    pub cpu_ns: AtomicU64,
+    pub vm_samples: AtomicU64,
+}
+
+impl SamplingCost {
+    pub fn per_vm_sample_ns(&self) -> Option<f64> {
+        let n = self.vm_samples.load(Ordering::Relaxed);
+        (n > 0).then(|| self.cpu_ns.load(Ordering::Relaxed) as f64 / n as f64)
+    }
+}
+
+#[derive(Debug)]
+pub struct Host {
+    pub config: Config,
+    kvm: Option<Kvm>,
+    vms: Mutex<BTreeMap<VmId, ManagedVm>>,
+    profiler: Mutex<Profiler>,
+    next_id: AtomicU64,
+    switch: Arc<HostSwitch>,
+    capabilities: Mutex<Capabilities>,
+    tracefs: Option<Tracefs>,
+    proc_reader: ProcReader,
+    pub cost: SamplingCost,
+    ring_lost: AtomicU64,
+    started: Instant,
+    stop: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Finds a VM by id or name.
+fn resolve(vms: &BTreeMap<VmId, ManagedVm>, key: &str) -> Option<VmId> {
+    if let Ok(id) = key.parse::<VmId>() {
+        if vms.contains_key(&id) {
+            return Some(id);
+        }
+    }
+    vms.iter()
+        .find(|(_, m)| m.vm.spec().name == key)
+        .map(|(id, _)| *id)
+}
+
+fn unknown_vm(key: &str) -> AdminError {
+    AdminError::new(ErrorCode::UnknownVm, format!("no VM with id or name {key:?}"))
+}
+
+impl Host {
+    /// Opens KVM per the config and probes what this host can sense.
+    pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create data_dir {}: {e}", config.data_dir.display())
+        })?;
+        let kvm = match config.driver {
+            Driver::None => None,
+            Driver::Auto => Kvm::new()
+                .map_err(|e| warn!(%e, "/dev/kvm unusable: running without microVMs"))
+                .ok(),
+            Driver::Microvm => Some(
+                Kvm::new().map_err(|e| anyhow::anyhow!("driver = \"microvm\" but /dev/kvm is unusable: {e}"))?,
+            ),
+        };
+        let tracefs = if config.sensing.tracepoints {
+            Tracefs::discover()
+                .map_err(|e| warn!(error = %e, "kvm tracepoints unavailable"))
+                .ok()
+        } else {
+            None
+        };
+        let capabilities = Capabilities {
+            kvm: kvm.is_some(),
+            dirty_ring: kvm.as_ref().is_some_and(augur_sys::DirtyRing::supported),
+            guest_fp: kvm.as_ref().is_some_and(augur_microvm::fp_supported),
+            pmu: false,
+            tracefs: tracefs.is_some(),
+            kvm_exit_tracepoint: false,
+        };
+        info!(?capabilities, "host capabilities");
+        Ok(Arc::new(Self {
+            profiler: Mutex::new(Profiler::new(config.history_windows)),
+            config,
+            kvm,
+            vms: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            switch: Arc::new(HostSwitch::default()),
+            capabilities: Mutex::new(capabilities),
+            tracefs,
+            proc_reader: ProcReader::default(),
+            cost: SamplingCost::default(),
+            ring_lost: AtomicU64::new(0),
+            started: Instant::now(),
+            stop: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+        }))
+    }
+
+    pub fn ring_path(&self) -> PathBuf {
+        self.config.data_dir.join("samples.ring")
+    }
+
+    /// Starts the sampling and profiler threads.
+    pub fn start_threads(self: &Arc<Self>) -> anyhow::Result<()> {
+        let writer = RingWriter::create(&self.ring_path(), RING_SLOTS, RING_SLOT_SIZE)?;
+        let reader = RingReader::open(&self.ring_path())?;
+        let (tick_tx, tick_rx) = crossbeam_channel::bounded(16);
+        let sampler = {
+            let host = self.clone();
+            std::thread::Builder::new()
+                .name("augur-sampler".into())
+                .spawn(move || host.sampling_loop(writer, tick_tx))?
+        };
+        let profiler = {
+            let host = self.clone();
+            std::thread::Builder::new()
+                .name("augur-profiler".into())
+                .spawn(move || host.profiling_loop(reader, tick_rx))?
+        };
+        lock(&self.threads).extend([sampler, profiler]);
+        Ok(())
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.config.sample_interval_ms)
+    }
+
+    fn sampling_loop(&self, mut writer: RingWriter, ticks: Sender<u64>) {
+        let mut next = Instant::now() + self.interval();
+        while !self.stop.load(Ordering::Acquire) {
+            let wait = next.saturating_duration_since(Instant::now());
+            std::thread::sleep(wait.min(Duration::from_millis(50)));
+            if Instant::now() < next {
+                continue;
+            }
+            next += self.interval();
+            let ts = now_ns();
+            let cpu_before = augur_sys::thread_cpu_time();
+            let sampled = self.sample_all(ts, &mut writer);
+            let cpu = augur_sys::thread_cpu_time().saturating_sub(cpu_before);
+            if sampled > 0 {
+                self.cost.cpu_ns.fetch_add(cpu.as_nanos() as u64, Ordering::Relaxed);
+                self.cost.vm_samples.fetch_add(sampled, Ordering::Relaxed);
+            }
+            if ticks.send(ts).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Reads every source of every VM into the ring; returns how many VMs were sampled.
+    pub fn sample_all(&self, ts: u64, writer: &mut RingWriter) -> u64 {
+        let pid = std::process::id();
+        let mut vms = lock(&self.vms);
+        let mut pmu_seen = false;
+        let mut kvm_exit_seen = false;
+        for (id, managed) in vms.iter_mut() {
+            let tids = managed.vm.vcpu_tids();
+            if !managed.sources_opened && tids.iter().all(|t| *t != 0) {
+                managed.sources_opened = true;
+                if self.config.sensing.perf {
+                    managed.perf = Some(PerfSource::open(&tids));
+                }
+                if let Some(tracefs) = &self.tracefs {
+                    managed.trace = TracepointSource::open(tracefs, &tids, self.config.sensing.tracepoint_period)
+                        .map_err(|e| warn!(vm = id, error = %e, "tracepoints not opened"))
+                        .ok();
+                }
+            }
+            let mut samples: Vec<Sample> = managed.vm.sample(ts);
+            if let Some(perf) = managed.perf.as_mut() {
+                pmu_seen |= perf.pmu_available();
+                samples.push(perf.sample(*id, ts));
+            }
+            if let Some(trace) = managed.trace.as_mut() {
+                samples.push(trace.sample(*id, ts));
+                kvm_exit_seen |= trace.kvm_exit_fires();
+            }
+            samples.push(self.proc_reader.sample_threads(*id, pid, &tids, ts));
+            for sample in &samples {
+                if let Err(error) = writer.push(sample) {
+                    warn!(vm = id, %error, "sample dropped");
+                }
+            }
+        }
+        let sampled = vms.len() as u64;
+        drop(vms);
+        let mut caps = lock(&self.capabilities);
+        caps.pmu |= pmu_seen;
+        caps.kvm_exit_tracepoint |= kvm_exit_seen;
+        sampled
+    }
+
+    fn profiling_loop(&self, mut reader: RingReader, ticks: Receiver<u64>) {
+        loop {
+            let ts = match ticks.recv_timeout(Duration::from_millis(200)) {
+                Ok(ts) => ts,
+                Err(RecvTimeoutError::Timeout) if !self.stop.load(Ordering::Acquire) => continue,
+                Err(_) => return,
+            };
+            let mut profiler = lock(&self.profiler);
+            loop {
+                match reader.read(|s| s.to_sample()) {
+                    Ok(Some(sample)) => profiler.ingest(sample),
+                    Ok(None) => break,
+                    Err(error) => {
+                        warn!(%error, "invalid record in the sample ring");
+                        break;
+                    }
+                }
+            }
+            self.ring_lost.store(reader.lost(), Ordering::Relaxed);
+            let live: Vec<VmId> = lock(&self.vms).keys().copied().collect();
+            for vm in profiler.vms().collect::<Vec<_>>() {
+                if !live.contains(&vm) {
+                    profiler.remove(vm);
+                }
+            }
+            for vm in live {
+                profiler.close_window(vm, ts);
+            }
+        }
+    }
+
+    /// Starts a microVM.
+    pub fn start_vm(&self, spec: VmSpec) -> Result<VmId, AdminError> {
+        let kvm = self.kvm.as_ref().ok_or_else(|| {
+            AdminError::new(ErrorCode::Unavailable, "this host runs no microVMs (KVM is unusable or driver = \"none\")")
+        })?;
+        if lock(&self.vms).values().any(|m| m.vm.spec().name == spec.name) {
+            return Err(AdminError::new(
+                ErrorCode::InvalidSpec,
+                format!("a VM named {:?} is already running", spec.name),
+            ));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut options = VmOptions::new(&self.config.data_dir, self.switch.clone());
+        options.dirty_mode = self.config.microvm.dirty_mode;
+        options.working_set_window = self.config.working_set_harvests();
+        options.disk_mib = self.config.microvm.disk_mib;
+        options.ring_entries = self.config.microvm.ring_entries;
+        let vm = MicroVm::start(kvm, id, spec, &options)
+            .map_err(|e| AdminError::new(ErrorCode::Unavailable, format!("cannot start the VM: {e}")))?;
+        self.switch.attach(id, vm.counters());
+        lock(&self.vms).insert(
+            id,
+            ManagedVm {
+                vm,
+                perf: None,
+                trace: None,
+                sources_opened: false,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Stops a VM by id or name; returns its id and name.
+    pub fn stop_vm(&self, key: &str) -> Result<(VmId, String), AdminError> {
+        let mut managed = {
+            let mut vms = lock(&self.vms);
+            let id = resolve(&vms, key).ok_or_else(|| unknown_vm(key))?;
+            vms.remove(&id).ok_or_else(|| unknown_vm(key))?
+        };
+        let id = managed.vm.id();
+        self.switch.detach(id);
+        // Outside the lock: joining vCPU threads may take a quantum.
+        managed.vm.stop();
+        Ok((id, managed.vm.spec().name.clone()))
+    }
+
+    /// Runs `f` on the VM named by `key`.
+    pub fn with_vm<R>(&self, key: &str, f: impl FnOnce(&MicroVm) -> R) -> Result<R, AdminError> {
+        let vms = lock(&self.vms);
+        let id = resolve(&vms, key).ok_or_else(|| unknown_vm(key))?;
+        Ok(f(&vms[&id].vm))
+    }
+
+    /// Runs `f` on every VM, in id order.
+    pub fn each_vm<R>(&self, mut f: impl FnMut(&MicroVm) -> R) -> Vec<R> {
+        lock(&self.vms).values().map(|m| f(&m.vm)).collect()
+    }
+
+    pub fn vm_count(&self) -> usize {
+        lock(&self.vms).len()
+    }
+
+    pub fn current_window(&self, vm: VmId) -> Option<Window> {
+        lock(&self.profiler).current(vm).cloned()
+    }
+
+    pub fn history(&self, vm: VmId, n: usize) -> Vec<Window> {
+        lock(&self.profiler).history(vm, n)
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        lock(&self.capabilities).clone()
+    }
+
+    pub fn ring_lost(&self) -> u64 {
+        self.ring_lost.load(Ordering::Relaxed)
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn driver_name(&self) -> &'static str {
+        if self.kvm.is_some() {
+            "microvm"
+        } else {
+            "none"
+        }
+    }
+
+    /// Stops the threads and every VM. Idempotent.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        for thread in lock(&self.threads).drain(..) {
+            let _ = thread.join();
+        }
+        let vms = std::mem::take(&mut *lock(&self.vms));
+        for (id, mut managed) in vms {
+            self.switch.detach(id);
+            managed.vm.stop();
+        }
+        if let Err(error) = std::fs::remove_file(self.ring_path()) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                warn!(%error, "could not remove the sample ring");
+            }
+        }
+    }
+
+    /// True if every VM has ended on its own (script finished or failed).
+    pub fn all_vms_ended(&self) -> bool {
+        lock(&self.vms)
+            .values()
+            .all(|m| !matches!(m.vm.state(), VmState::Running))
+    }
+}

@@ -1,0 +1,11 @@
+//! The Augur host daemon, as a library so that tests and benchmarks drive the same code as the
+//! `augurd` binary.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod host;
+pub mod server;
+mod summary;
+mod switch;
