@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 const RING_SLOTS: u64 = 8192;
-const RING_SLOT_SIZE: u64 = 2048;
+const RING_SLOT_SIZE: u64 = 1024;
 
 /// A VM and the host-side sources watching it.
 #[derive(Debug)]

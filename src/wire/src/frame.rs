@@ -147,10 +147,13 @@ pub fn encode_sample(sample: &Sample, out: &mut Vec<u8>) -> Result<(), FrameErro
 
 /// Validates an archived sample in an aligned buffer and checks its schema.
 pub fn access_sample(bytes: &[u8]) -> Result<&ArchivedSample, FrameError> {
-    let archived =
-        rkyv::access::<ArchivedSample, rancor::Error>(bytes).map_err(|e| FrameError::BadPayload {
+    // A sample holds no shared pointers, so the low-level validator (no pointer-sharing table,
+    // no allocation) checks everything there is to check.
+    let archived = rkyv::api::low::access::<ArchivedSample, rancor::Error>(bytes).map_err(|e| {
+        FrameError::BadPayload {
             reason: e.to_string(),
-        })?;
+        }
+    })?;
     let schema = archived.schema.to_native();
     if schema != SAMPLE_SCHEMA {
         return Err(FrameError::BadSchema { schema });
@@ -300,7 +303,7 @@ mod tests {
                 ts_ns: ts,
                 readings: readings
                     .into_iter()
-                    .map(|(metric, value)| Reading { metric, value })
+                    .map(|(metric, value)| Reading::from_parts(metric, value))
                     .collect(),
             })
     }

@@ -13,4 +13,7 @@ pub mod ring;
 mod sample;
 
 pub use metric::{Metric, Source};
-pub use sample::{ArchivedReading, ArchivedSample, Reading, Sample, VmId, SAMPLE_SCHEMA};
+pub use sample::{
+    ArchivedReading, ArchivedSample, Reading, Sample, VmId, SAMPLE_SCHEMA, STATUS_OK,
+    STATUS_UNAVAILABLE,
+};

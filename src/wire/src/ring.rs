@@ -18,6 +18,7 @@ use crate::frame::{access_sample, FrameError};
 use crate::sample::{ArchivedSample, Sample};
 use augur_sys::{SharedRegion, SharedRegionError};
 use rkyv::rancor;
+use rkyv::ser::allocator::Arena;
 use rkyv::util::AlignedVec;
 use std::path::Path;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
@@ -88,12 +89,21 @@ fn word(region: &SharedRegion, offset: usize) -> Result<&AtomicU64, RingError> {
 }
 
 /// The single producer of a ring.
-#[derive(Debug)]
 pub struct RingWriter {
     region: SharedRegion,
     geometry: Geometry,
     next: u64,
     scratch: AlignedVec,
+    arena: Arena,
+}
+
+impl std::fmt::Debug for RingWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingWriter")
+            .field("geometry", &self.geometry)
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RingWriter {
@@ -110,6 +120,7 @@ impl RingWriter {
             geometry,
             next: 0,
             scratch: AlignedVec::new(),
+            arena: Arena::new(),
         })
     }
 
@@ -117,8 +128,13 @@ impl RingWriter {
     pub fn push(&mut self, sample: &Sample) -> Result<u64, RingError> {
         self.scratch.clear();
         let scratch = std::mem::take(&mut self.scratch);
-        self.scratch = rkyv::api::high::to_bytes_in::<_, rancor::Error>(sample, scratch)
-            .map_err(|e| RingError::Archive(e.to_string()))?;
+        // The arena and the buffer are reused, so a push allocates nothing in the steady state.
+        self.scratch = rkyv::api::low::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+            sample,
+            scratch,
+            self.arena.acquire(),
+        )
+        .map_err(|e| RingError::Archive(e.to_string()))?;
         self.push_archived_bytes()
     }
 
@@ -184,7 +200,9 @@ impl RingReader {
         }
         let written = read(WRITE_SEQ_OFFSET / 8)?;
         let next = written.saturating_sub(geometry.slot_count as u64);
-        let buf = AlignedVec::with_capacity(geometry.slot_size);
+        // Sized once: each read copies into a prefix of it, never reallocating or zeroing.
+        let mut buf = AlignedVec::with_capacity(geometry.slot_size);
+        buf.resize(geometry.slot_size, 0);
         Ok(Self {
             region,
             geometry,
@@ -216,39 +234,43 @@ impl RingReader {
     pub fn read<R>(&mut self, f: impl FnOnce(&ArchivedSample) -> R) -> Result<Option<R>, RingError> {
         let mut retries = 0;
         loop {
-            let written = word(&self.region, WRITE_SEQ_OFFSET)?.load(Ordering::Acquire);
-            if self.next >= written {
-                return Ok(None);
-            }
-            let oldest = written.saturating_sub(self.geometry.slot_count as u64);
-            if self.next < oldest {
-                self.lost += oldest - self.next;
-                self.next = oldest;
-            }
             let n = self.next;
             let slot = self.geometry.slot_offset(n);
             let seq = word(&self.region, slot)?;
             let before = seq.load(Ordering::Acquire);
-            if before == 2 * n + 2 {
+            let whole = 2 * n + 2;
+            if before == whole {
                 let len = word(&self.region, slot + 8)?.load(Ordering::Relaxed) as usize;
                 let len = len.min(self.geometry.slot_size);
-                self.buf.clear();
-                self.buf.resize(len, 0);
-                self.region.read_bytes(slot + SLOT_HEADER_LEN, &mut self.buf)?;
+                let buf = &mut self.buf[..len];
+                self.region.read_bytes(slot + SLOT_HEADER_LEN, buf)?;
                 fence(Ordering::Acquire);
                 if seq.load(Ordering::Relaxed) == before {
                     self.next = n + 1;
-                    let archived = access_sample(&self.buf).map_err(RingError::BadRecord)?;
+                    let archived =
+                        access_sample(&self.buf[..len]).map_err(RingError::BadRecord)?;
                     return Ok(Some(f(archived)));
                 }
+                // Torn: the producer lapped this slot while we copied it.
+                self.torn += 1;
+            } else if before < whole - 1 {
+                // The slot still holds an older lap: record n is not written yet. The slot alone
+                // says so, which keeps the consumer off the producer's write_seq cache line.
+                return Ok(None);
+            } else if before > whole {
+                // Overwritten by a later lap: skip to the oldest record still held.
+                let written = word(&self.region, WRITE_SEQ_OFFSET)?.load(Ordering::Acquire);
+                let oldest = written.saturating_sub(self.geometry.slot_count as u64);
+                if oldest > n {
+                    self.lost += oldest - n;
+                    self.next = oldest;
+                    continue;
+                }
             }
-            // Torn, or the producer is mid-write of a newer lap: try again from the top.
-            self.torn += 1;
+            // The producer is writing this very record (or a lap is in flight): try again.
             retries += 1;
             if retries >= MAX_RETRIES {
-                self.lost += 1;
-                self.next = n + 1;
-                retries = 0;
+                return Ok(None);
             }
             std::hint::spin_loop();
         }

@@ -8,26 +8,51 @@ pub const SAMPLE_SCHEMA: u16 = 1;
 /// A VM's identity on its host.
 pub type VmId = u64;
 
-/// One reading: a metric code and its raw value, or `None` when the source could not measure it.
+/// [`Reading::status`]: the source measured the value.
+pub const STATUS_OK: u16 = 0;
+/// [`Reading::status`]: the source could not measure this metric; `value` means nothing.
+pub const STATUS_UNAVAILABLE: u16 = 1;
+
+/// One reading: a metric code, its raw value, and whether the source could measure it.
+///
+/// A plain 16-byte record with no padding, so a whole array of readings archives and validates
+/// as one block (rkyv's copy optimisation) rather than field by field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Reading {
+    pub value: u64,
     pub metric: u16,
-    pub value: Option<u64>,
+    pub status: u16,
+    pub reserved: u32,
 }
 
 impl Reading {
     pub fn new(metric: Metric, value: u64) -> Self {
-        Self {
-            metric: metric.code(),
-            value: Some(value),
-        }
+        Self::from_parts(metric.code(), Some(value))
     }
 
     pub fn unavailable(metric: Metric) -> Self {
+        Self::from_parts(metric.code(), None)
+    }
+
+    pub fn from_parts(metric: u16, value: Option<u64>) -> Self {
         Self {
-            metric: metric.code(),
-            value: None,
+            value: value.unwrap_or(0),
+            metric,
+            status: if value.is_some() { STATUS_OK } else { STATUS_UNAVAILABLE },
+            reserved: 0,
         }
+    }
+
+    /// The value, or `None` if the source marked it unavailable (or sent a status this build
+    /// does not know).
+    pub fn value(&self) -> Option<u64> {
+        (self.status == STATUS_OK).then_some(self.value)
+    }
+}
+
+impl ArchivedReading {
+    pub fn value(&self) -> Option<u64> {
+        (self.status.to_native() == STATUS_OK).then(|| self.value.to_native())
     }
 }
 
@@ -72,14 +97,14 @@ impl Sample {
         self.readings
             .iter()
             .find(|r| r.metric == metric.code())
-            .map(|r| r.value)
+            .map(|r| r.value())
     }
 
     /// Known readings, skipping codes this build does not know.
     pub fn known(&self) -> impl Iterator<Item = (Metric, Option<u64>)> + '_ {
         self.readings
             .iter()
-            .filter_map(|r| Metric::from_code(r.metric).map(|m| (m, r.value)))
+            .filter_map(|r| Metric::from_code(r.metric).map(|m| (m, r.value())))
     }
 }
 
@@ -89,7 +114,7 @@ impl ArchivedSample {
         self.readings
             .iter()
             .find(|r| r.metric.to_native() == metric.code())
-            .map(|r| r.value.as_ref().map(|v| v.to_native()))
+            .map(|r| r.value())
     }
 }
 
@@ -105,8 +130,10 @@ impl ArchivedSample {
                 .readings
                 .iter()
                 .map(|r| Reading {
+                    value: r.value.to_native(),
                     metric: r.metric.to_native(),
-                    value: r.value.as_ref().map(|v| v.to_native()),
+                    status: r.status.to_native(),
+                    reserved: r.reserved.to_native(),
                 })
                 .collect(),
         }
