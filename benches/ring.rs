@@ -94,7 +94,10 @@ fn run_ring(records: u64) -> Duration {
     let mut read = 0;
     let mut idle = 0;
     while read < records {
-        match reader.read(|s| s.get(Metric::GuestProgress).flatten().unwrap_or(0)).unwrap() {
+        match reader
+            .read(|s| s.get(Metric::GuestProgress).flatten().unwrap_or(0))
+            .unwrap()
+        {
             Some(v) => {
                 sum = sum.wrapping_add(v);
                 read += 1;
@@ -143,9 +146,18 @@ fn bench(c: &mut Criterion) {
     };
     let (channel, ring) = (median("channel"), median("ring"));
     println!("\nsample transport, 1 producer (CPU 0) -> 1 consumer (CPU 1), {BATCH} records per run, medians:");
-    println!("  crossbeam channel of owned samples: {:>12.0} records/s (baseline)", channel);
-    println!("  zero-copy sample ring:              {:>12.0} records/s", ring);
-    println!("  ring / channel:                     {:>12.2}x", ring / channel);
+    println!(
+        "  crossbeam channel of owned samples: {:>12.0} records/s (baseline)",
+        channel
+    );
+    println!(
+        "  zero-copy sample ring:              {:>12.0} records/s",
+        ring
+    );
+    println!(
+        "  ring / channel:                     {:>12.2}x",
+        ring / channel
+    );
 }
 
 criterion_group!(benches, bench);

@@ -3,12 +3,12 @@
 //! tracepoints, /proc). Reported as a share of one core per VM at a 1 s interval, against the
 //! goal of 0.05%.
 
-use augurd::config::Config;
-use augurd::demo::DEMO_SPECS;
-use augurd::host::{now_ns, Host};
 use augur_benches::ring_dir;
 use augur_microvm::VmSpec;
 use augur_wire::ring::RingWriter;
+use augurd::config::Config;
+use augurd::demo::DEMO_SPECS;
+use augurd::host::{now_ns, Host};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -65,11 +65,22 @@ fn bench(c: &mut Criterion) {
     let median = per_vm[per_vm.len() / 2];
     let percent = median / 1e9 * 100.0;
     println!("\nsensing cost with {vms} microVMs, every source on:");
-    println!("  CPU per VM per sample:        {:>8.1} us (median of {} runs)", median / 1e3, per_vm.len());
+    println!(
+        "  CPU per VM per sample:        {:>8.1} us (median of {} runs)",
+        median / 1e3,
+        per_vm.len()
+    );
     println!("  share of a core per VM at 1s: {:>8.4} %", percent);
     println!("  goal:                         {:>8.4} %", GOAL_PERCENT);
-    println!("  cost / goal:                  {:>8.2}x ({})", percent / GOAL_PERCENT,
-        if percent <= GOAL_PERCENT { "within the goal" } else { "over the goal" });
+    println!(
+        "  cost / goal:                  {:>8.2}x ({})",
+        percent / GOAL_PERCENT,
+        if percent <= GOAL_PERCENT {
+            "within the goal"
+        } else {
+            "over the goal"
+        }
+    );
 }
 
 criterion_group!(benches, bench);

@@ -31,7 +31,9 @@ fn wait_for_tids(vm: &augur_microvm::MicroVm) -> Vec<u32> {
 
 #[test]
 fn userspace_exit_tracepoint_counts_and_decodes_io_exits() {
-    let Some(kvm) = kvm_or_skip("userspace_exit_tracepoint_counts_and_decodes_io_exits") else { return };
+    let Some(kvm) = kvm_or_skip("userspace_exit_tracepoint_counts_and_decodes_io_exits") else {
+        return;
+    };
     let tracefs = match Tracefs::discover() {
         Ok(t) => t,
         Err(e) => {
@@ -57,13 +59,20 @@ fn userspace_exit_tracepoint_counts_and_decodes_io_exits() {
         eprintln!("SKIPPED userspace_exit_tracepoint_counts_and_decodes_io_exits: perf cannot open tracepoints here");
         return;
     };
-    let run_loop_io = after[0].get(Metric::ExitIo).flatten().unwrap() - before[0].get(Metric::ExitIo).flatten().unwrap();
+    let run_loop_io = after[0].get(Metric::ExitIo).flatten().unwrap()
+        - before[0].get(Metric::ExitIo).flatten().unwrap();
     assert!(hits > 0, "kvm_userspace_exit fired");
     // The tracepoint sees every exit the run loop sees, over a window that starts a little later.
-    assert!(hits as f64 <= run_loop_io as f64 * 1.2 + 10.0, "{hits} tracepoint hits vs {run_loop_io} run-loop I/O exits");
+    assert!(
+        hits as f64 <= run_loop_io as f64 * 1.2 + 10.0,
+        "{hits} tracepoint hits vs {run_loop_io} run-loop I/O exits"
+    );
     let io = sample.get(Metric::ExitIo).flatten().unwrap();
     let other = sample.get(Metric::ExitOther).flatten().unwrap();
-    assert!(io > 0 && io > other * 10, "decoded reasons: io {io}, other {other}");
+    assert!(
+        io > 0 && io > other * 10,
+        "decoded reasons: io {io}, other {other}"
+    );
     if !source.kvm_exit_fires() {
         eprintln!("note: kvm:kvm_exit did not fire (software hypervisor); reasons came from kvm_userspace_exit");
     }
@@ -71,7 +80,10 @@ fn userspace_exit_tracepoint_counts_and_decodes_io_exits() {
 
 #[test]
 fn perf_counts_software_events_and_marks_missing_pmu_unavailable() {
-    let Some(kvm) = kvm_or_skip("perf_counts_software_events_and_marks_missing_pmu_unavailable") else { return };
+    let Some(kvm) = kvm_or_skip("perf_counts_software_events_and_marks_missing_pmu_unavailable")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let vm = start_vm(&kvm, 2, dir.path(), DISK_SPEC);
     let tids = wait_for_tids(&vm);
@@ -86,14 +98,22 @@ fn perf_counts_software_events_and_marks_missing_pmu_unavailable() {
         }
         None => panic!("task clock missing from the perf sample"),
     }
-    let instructions = sample.get(Metric::Instructions).expect("instructions reported");
-    assert_eq!(instructions.is_some(), perf.pmu_available(), "hardware figures only with a PMU");
+    let instructions = sample
+        .get(Metric::Instructions)
+        .expect("instructions reported");
+    assert_eq!(
+        instructions.is_some(),
+        perf.pmu_available(),
+        "hardware figures only with a PMU"
+    );
     assert_eq!(sample.get(Metric::FpOps), Some(None));
 }
 
 #[test]
 fn proc_reads_the_vcpu_threads_io_and_cpu() {
-    let Some(kvm) = kvm_or_skip("proc_reads_the_vcpu_threads_io_and_cpu") else { return };
+    let Some(kvm) = kvm_or_skip("proc_reads_the_vcpu_threads_io_and_cpu") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let vm = start_vm(&kvm, 3, dir.path(), DISK_SPEC);
     let tids = wait_for_tids(&vm);
@@ -105,5 +125,8 @@ fn proc_reads_the_vcpu_threads_io_and_cpu() {
     let rchar = |s: &augur_wire::Sample| s.get(Metric::ProcRchar).flatten().unwrap();
     let read = rchar(&b) - rchar(&a);
     // The disk device reads its backing file from the vCPU thread at 1 MB/s.
-    assert!((1_400_000..=2_600_000).contains(&read), "vCPU threads read {read} bytes in 2 s");
+    assert!(
+        (1_400_000..=2_600_000).contains(&read),
+        "vCPU threads read {read} bytes in 2 s"
+    );
 }

@@ -11,14 +11,17 @@ const RECORDS: u64 = 20_000;
 /// In the child: write RECORDS samples and exit. In the parent: a no-op.
 #[test]
 fn ring_child_producer() {
-    let Ok(path) = std::env::var(CHILD_ENV) else { return };
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let mut writer = RingWriter::create(std::path::Path::new(&path), 256, 512).unwrap();
     // Tell the parent the ring exists, then produce.
     std::fs::write(format!("{path}.ready"), b"").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     for i in 0..RECORDS {
         let mut s = Sample::new(7, Source::Proc, i);
-        s.push(Metric::ProcRchar, i * 3).push(Metric::ProcWchar, i * 5);
+        s.push(Metric::ProcRchar, i * 3)
+            .push(Metric::ProcWchar, i * 5);
         writer.push(&s).unwrap();
         if i % 1000 == 0 {
             std::thread::yield_now();
@@ -46,7 +49,16 @@ fn a_reader_in_another_process_sees_whole_records() {
     let mut last = None;
     while last != Some(RECORDS - 1) {
         assert!(Instant::now() < deadline, "reader stalled at {last:?}");
-        match reader.read(|s| (s.ts_ns.to_native(), s.get(Metric::ProcRchar), s.get(Metric::ProcWchar))).unwrap() {
+        match reader
+            .read(|s| {
+                (
+                    s.ts_ns.to_native(),
+                    s.get(Metric::ProcRchar),
+                    s.get(Metric::ProcWchar),
+                )
+            })
+            .unwrap()
+        {
             Some((ts, rchar, wchar)) => {
                 // Fields written together must be read together: a torn record would mix them.
                 assert_eq!(rchar, Some(Some(ts * 3)));
@@ -59,6 +71,14 @@ fn a_reader_in_another_process_sees_whole_records() {
         }
     }
     assert!(child.wait().unwrap().success());
-    assert_eq!(seen + reader.lost(), RECORDS, "every record was either read or counted as lost");
-    eprintln!("read {seen}, lost {} (lapped), torn reads retried {}", reader.lost(), reader.torn());
+    assert_eq!(
+        seen + reader.lost(),
+        RECORDS,
+        "every record was either read or counted as lost"
+    );
+    eprintln!(
+        "read {seen}, lost {} (lapped), torn reads retried {}",
+        reader.lost(),
+        reader.torn()
+    );
 }

@@ -21,8 +21,13 @@ pub fn kvm_or_skip(test: &str) -> Option<Kvm> {
 /// Starts a microVM from spec text with default options in `dir`.
 pub fn start_vm(kvm: &Kvm, id: u64, dir: &std::path::Path, spec: &str) -> MicroVm {
     let spec = VmSpec::from_toml(spec).expect("test spec is valid");
-    MicroVm::start(kvm, id, spec, &VmOptions::new(dir, Arc::new(CountingSwitch)))
-        .expect("microVM starts")
+    MicroVm::start(
+        kvm,
+        id,
+        spec,
+        &VmOptions::new(dir, Arc::new(CountingSwitch)),
+    )
+    .expect("microVM starts")
 }
 
 /// The value of `metric` in the sample of `source` among `samples`.
@@ -45,7 +50,12 @@ pub fn dirty(samples: &[Sample], metric: Metric) -> u64 {
 
 /// Samples `vm` at `from` and `to` seconds after `start`; returns both sample sets and the
 /// seconds between them.
-pub fn sample_window(vm: &MicroVm, start: Instant, from: f64, to: f64) -> (Vec<Sample>, Vec<Sample>, f64) {
+pub fn sample_window(
+    vm: &MicroVm,
+    start: Instant,
+    from: f64,
+    to: f64,
+) -> (Vec<Sample>, Vec<Sample>, f64) {
     let wait_until = |t: f64| {
         let at = start + Duration::from_secs_f64(t);
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
@@ -67,5 +77,8 @@ pub fn assert_within(what: &str, measured: f64, expected: f64, tolerance: f64) {
         error * 100.0,
         tolerance * 100.0
     );
-    eprintln!("{what}: measured {measured:.1}, expected {expected:.1} ({:+.1}%)", (measured / expected - 1.0) * 100.0);
+    eprintln!(
+        "{what}: measured {measured:.1}, expected {expected:.1} ({:+.1}%)",
+        (measured / expected - 1.0) * 100.0
+    );
 }

@@ -95,7 +95,9 @@ impl AdminClient {
         match (envelope.reply, envelope.error) {
             (_, Some(error)) => Err(ClientError::Remote(error)),
             (Some(reply), None) => Ok(reply),
-            (None, None) => Err(ClientError::Protocol("reply holds neither reply nor error".into())),
+            (None, None) => Err(ClientError::Protocol(
+                "reply holds neither reply nor error".into(),
+            )),
         }
     }
 }

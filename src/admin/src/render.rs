@@ -26,8 +26,18 @@ pub fn vm_table(vms: &[VmSummary]) -> String {
     let _ = writeln!(
         out,
         "{:>3} {:<10} {:<9} {:<16} {:>5} {:>7} {:>7} {:>5} {:>11} {:>11} {:>8} {:<14}",
-        "ID", "VM", "STATE", "PHASE", "CPU", "WSS", "DIRTY", "LOCAL", "DISK R/W", "NET TX/RX",
-        "EXITS/s", "TOP EXIT"
+        "ID",
+        "VM",
+        "STATE",
+        "PHASE",
+        "CPU",
+        "WSS",
+        "DIRTY",
+        "LOCAL",
+        "DISK R/W",
+        "NET TX/RX",
+        "EXITS/s",
+        "TOP EXIT"
     );
     let _ = writeln!(
         out,
@@ -72,7 +82,11 @@ pub fn status(s: &StatusReply) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
     let c = &s.capabilities;
     let mut out = String::new();
-    let _ = writeln!(out, "augurd {} (pid {}, protocol {})", s.daemon_version, s.pid, s.protocol_version);
+    let _ = writeln!(
+        out,
+        "augurd {} (pid {}, protocol {})",
+        s.daemon_version, s.pid, s.protocol_version
+    );
     let _ = writeln!(out, "uptime          {:.0} s", s.uptime_s);
     let _ = writeln!(out, "driver          {}", s.driver);
     let _ = writeln!(out, "data dir        {}", s.data_dir);
@@ -96,7 +110,15 @@ pub fn status(s: &StatusReply) -> String {
     let _ = writeln!(out, "guest fp (SSE)  {}", yes(c.guest_fp));
     let _ = writeln!(out, "hardware PMU    {}", yes(c.pmu));
     let _ = writeln!(out, "tracefs         {}", yes(c.tracefs));
-    let _ = writeln!(out, "kvm:kvm_exit    {}", if c.kvm_exit_tracepoint { "fires" } else { "not seen" });
+    let _ = writeln!(
+        out,
+        "kvm:kvm_exit    {}",
+        if c.kvm_exit_tracepoint {
+            "fires"
+        } else {
+            "not seen"
+        }
+    );
     out
 }
 
@@ -106,7 +128,11 @@ pub fn profile(p: &ProfileReply) -> String {
         let _ = writeln!(out, "\ncurrent window:");
         let _ = writeln!(out, "  cpu               {} vCPU", num(w.cpu_vcpus, 1.0, 3));
         let _ = writeln!(out, "  memory            {} MiB", num(w.memory_mib, 1.0, 0));
-        let _ = writeln!(out, "  write working set {} MiB", num(w.working_set_mib, 1.0, 2));
+        let _ = writeln!(
+            out,
+            "  write working set {} MiB",
+            num(w.working_set_mib, 1.0, 2)
+        );
         let _ = writeln!(
             out,
             "  dirty rate        {} pages/s ({} MiB/s), locality {}",

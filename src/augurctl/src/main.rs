@@ -6,10 +6,19 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "augurctl", version, about = "Administer augurd, the Augur host daemon")]
+#[command(
+    name = "augurctl",
+    version,
+    about = "Administer augurd, the Augur host daemon"
+)]
 struct Cli {
     /// Admin socket of augurd.
-    #[arg(long, global = true, env = "AUGUR_SOCKET", default_value = "/run/augur/augurd.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "AUGUR_SOCKET",
+        default_value = "/run/augur/augurd.sock"
+    )]
     socket: PathBuf,
     /// Print the reply as JSON.
     #[arg(long, global = true)]
@@ -55,12 +64,16 @@ fn request(command: &Command) -> anyhow::Result<Request> {
             vm: vm.clone(),
             history: Some(*history),
         },
-        Command::Vm { command: VmCommand::Start { spec } } => Request::VmStart {
+        Command::Vm {
+            command: VmCommand::Start { spec },
+        } => Request::VmStart {
             spec: std::fs::read_to_string(spec)
                 .map_err(|e| anyhow::anyhow!("cannot read spec file {}: {e}", spec.display()))?,
             origin: Some(spec.display().to_string()),
         },
-        Command::Vm { command: VmCommand::Stop { vm } } => Request::VmStop { vm: vm.clone() },
+        Command::Vm {
+            command: VmCommand::Stop { vm },
+        } => Request::VmStop { vm: vm.clone() },
     })
 }
 
@@ -92,7 +105,13 @@ fn main() {
     if let Err(error) = run(&cli) {
         let message = match error.downcast_ref::<ClientError>() {
             Some(ClientError::Remote(remote)) => {
-                format!("{} ({})", remote.message, serde_json::to_string(&remote.code).unwrap_or_default().trim_matches('"'))
+                format!(
+                    "{} ({})",
+                    remote.message,
+                    serde_json::to_string(&remote.code)
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                )
             }
             _ => format!("{error:#}"),
         };

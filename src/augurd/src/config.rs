@@ -189,7 +189,10 @@ impl Config {
             ));
         }
         if self.sensing.tracepoint_period == 0 {
-            return Err(invalid("sensing.tracepoint_period", "must be at least 1".into()));
+            return Err(invalid(
+                "sensing.tracepoint_period",
+                "must be at least 1".into(),
+            ));
         }
         Ok(())
     }

@@ -19,9 +19,18 @@ use tokio::sync::watch;
 
 /// The demo's VMs: an idle one, a batch job that reads then computes, and a growing one.
 pub const DEMO_SPECS: [(&str, &str); 3] = [
-    ("idle.toml", include_str!("../../../examples/specs/idle.toml")),
-    ("batch.toml", include_str!("../../../examples/specs/batch.toml")),
-    ("grower.toml", include_str!("../../../examples/specs/grower.toml")),
+    (
+        "idle.toml",
+        include_str!("../../../examples/specs/idle.toml"),
+    ),
+    (
+        "batch.toml",
+        include_str!("../../../examples/specs/batch.toml"),
+    ),
+    (
+        "grower.toml",
+        include_str!("../../../examples/specs/grower.toml"),
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -102,17 +111,39 @@ pub fn run(options: DemoOptions) -> anyhow::Result<Vec<VmDemoSummary>> {
     }
 
     let mut out = std::io::stdout();
-    writeln!(out, "Augur demo: one host, three microVMs under KVM, sensed from the host side.")?;
+    writeln!(
+        out,
+        "Augur demo: one host, three microVMs under KVM, sensed from the host side."
+    )?;
     for (file, text) in DEMO_SPECS {
         let spec = VmSpec::from_toml(text).with_context(|| format!("demo spec {file}"))?;
         let phases: Vec<&str> = spec.phases.iter().map(|p| p.name()).collect();
         host.start_vm(spec.clone())
             .map_err(|e| anyhow::anyhow!("cannot start demo VM {}: {e}", spec.name))?;
-        writeln!(out, "  started {:<7} {} MiB, phases: {}", spec.name, spec.memory_mib, phases.join(" -> "))?;
+        writeln!(
+            out,
+            "  started {:<7} {} MiB, phases: {}",
+            spec.name,
+            spec.memory_mib,
+            phases.join(" -> ")
+        )?;
     }
-    writeln!(out, "Admin socket: {}  (try: augurctl --socket {} vms)", socket_path.display(), socket_path.display())?;
-    let seconds_text = if options.seconds == 0 { "until Ctrl-C".to_string() } else { format!("for {} s", options.seconds) };
-    writeln!(out, "Sampling every {} ms {seconds_text}.\n", options.interval_ms)?;
+    writeln!(
+        out,
+        "Admin socket: {}  (try: augurctl --socket {} vms)",
+        socket_path.display(),
+        socket_path.display()
+    )?;
+    let seconds_text = if options.seconds == 0 {
+        "until Ctrl-C".to_string()
+    } else {
+        format!("for {} s", options.seconds)
+    };
+    writeln!(
+        out,
+        "Sampling every {} ms {seconds_text}.\n",
+        options.interval_ms
+    )?;
 
     let live = out.is_terminal();
     let started = Instant::now();
@@ -142,7 +173,11 @@ pub fn run(options: DemoOptions) -> anyhow::Result<Vec<VmDemoSummary>> {
     let _ = runtime.block_on(server);
     host.shutdown();
 
-    writeln!(out, "Summary after {:.0} s:", started.elapsed().as_secs_f64())?;
+    writeln!(
+        out,
+        "Summary after {:.0} s:",
+        started.elapsed().as_secs_f64()
+    )?;
     writeln!(
         out,
         "  {:<8} {:>9} {:>9} {:>10} {:>12} {:>10} {:>10} {:>9}",
@@ -152,8 +187,14 @@ pub fn run(options: DemoOptions) -> anyhow::Result<Vec<VmDemoSummary>> {
         writeln!(
             out,
             "  {:<8} {:>9} {:>8.2}v {:>6.1} MiB {:>6.2} MiB/s {:>7.1} MB {:>7.1} MB {:>6.0} KB",
-            s.name, s.progress, s.mean_cpu, s.peak_working_set_mib, s.peak_dirty_mib_per_s,
-            s.disk_read_mb, s.disk_write_mb, s.net_tx_kb
+            s.name,
+            s.progress,
+            s.mean_cpu,
+            s.peak_working_set_mib,
+            s.peak_dirty_mib_per_s,
+            s.disk_read_mb,
+            s.disk_write_mb,
+            s.net_tx_kb
         )?;
     }
     if let Some(ns) = cost {

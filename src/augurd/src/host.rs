@@ -96,7 +96,10 @@ fn resolve(vms: &BTreeMap<VmId, ManagedVm>, key: &str) -> Option<VmId> {
 }
 
 fn unknown_vm(key: &str) -> AdminError {
-    AdminError::new(ErrorCode::UnknownVm, format!("no VM with id or name {key:?}"))
+    AdminError::new(
+        ErrorCode::UnknownVm,
+        format!("no VM with id or name {key:?}"),
+    )
 }
 
 impl Host {
@@ -110,9 +113,9 @@ impl Host {
             Driver::Auto => Kvm::new()
                 .map_err(|e| warn!(%e, "/dev/kvm unusable: running without microVMs"))
                 .ok(),
-            Driver::Microvm => Some(
-                Kvm::new().map_err(|e| anyhow::anyhow!("driver = \"microvm\" but /dev/kvm is unusable: {e}"))?,
-            ),
+            Driver::Microvm => Some(Kvm::new().map_err(|e| {
+                anyhow::anyhow!("driver = \"microvm\" but /dev/kvm is unusable: {e}")
+            })?),
         };
         let tracefs = if config.sensing.tracepoints {
             Tracefs::discover()
@@ -191,7 +194,9 @@ impl Host {
             let sampled = self.sample_all(ts, &mut writer);
             let cpu = augur_sys::thread_cpu_time().saturating_sub(cpu_before);
             if sampled > 0 {
-                self.cost.cpu_ns.fetch_add(cpu.as_nanos() as u64, Ordering::Relaxed);
+                self.cost
+                    .cpu_ns
+                    .fetch_add(cpu.as_nanos() as u64, Ordering::Relaxed);
                 self.cost.vm_samples.fetch_add(sampled, Ordering::Relaxed);
             }
             if ticks.send(ts).is_err() {
@@ -214,9 +219,13 @@ impl Host {
                     managed.perf = Some(PerfSource::open(&tids));
                 }
                 if let Some(tracefs) = &self.tracefs {
-                    managed.trace = TracepointSource::open(tracefs, &tids, self.config.sensing.tracepoint_period)
-                        .map_err(|e| warn!(vm = id, error = %e, "tracepoints not opened"))
-                        .ok();
+                    managed.trace = TracepointSource::open(
+                        tracefs,
+                        &tids,
+                        self.config.sensing.tracepoint_period,
+                    )
+                    .map_err(|e| warn!(vm = id, error = %e, "tracepoints not opened"))
+                    .ok();
                 }
             }
             let mut samples: Vec<Sample> = managed.vm.sample(ts);
@@ -277,9 +286,15 @@ impl Host {
     /// Starts a microVM.
     pub fn start_vm(&self, spec: VmSpec) -> Result<VmId, AdminError> {
         let kvm = self.kvm.as_ref().ok_or_else(|| {
-            AdminError::new(ErrorCode::Unavailable, "this host runs no microVMs (KVM is unusable or driver = \"none\")")
+            AdminError::new(
+                ErrorCode::Unavailable,
+                "this host runs no microVMs (KVM is unusable or driver = \"none\")",
+            )
         })?;
-        if lock(&self.vms).values().any(|m| m.vm.spec().name == spec.name) {
+        if lock(&self.vms)
+            .values()
+            .any(|m| m.vm.spec().name == spec.name)
+        {
             return Err(AdminError::new(
                 ErrorCode::InvalidSpec,
                 format!("a VM named {:?} is already running", spec.name),
@@ -291,8 +306,9 @@ impl Host {
         options.working_set_window = self.config.working_set_harvests();
         options.disk_mib = self.config.microvm.disk_mib;
         options.ring_entries = self.config.microvm.ring_entries;
-        let vm = MicroVm::start(kvm, id, spec, &options)
-            .map_err(|e| AdminError::new(ErrorCode::Unavailable, format!("cannot start the VM: {e}")))?;
+        let vm = MicroVm::start(kvm, id, spec, &options).map_err(|e| {
+            AdminError::new(ErrorCode::Unavailable, format!("cannot start the VM: {e}"))
+        })?;
         self.switch.attach(id, vm.counters());
         lock(&self.vms).insert(
             id,

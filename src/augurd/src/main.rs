@@ -10,7 +10,11 @@ use tracing_subscriber::EnvFilter;
 const DEFAULT_CONFIG: &str = "/etc/augur/augurd.toml";
 
 #[derive(Debug, Parser)]
-#[command(name = "augurd", version, about = "Augur host daemon: profiles the VMs of a KVM host")]
+#[command(
+    name = "augurd",
+    version,
+    about = "Augur host daemon: profiles the VMs of a KVM host"
+)]
 struct Cli {
     /// Config file (TOML). Defaults to /etc/augur/augurd.toml when it exists.
     #[arg(long, global = true)]
@@ -71,14 +75,22 @@ fn main() {
                 init_logging(&config.log);
                 augurd::daemon::run(config)
             }
-            Command::Demo { seconds, interval_ms, socket } => {
+            Command::Demo {
+                seconds,
+                interval_ms,
+                socket,
+            } => {
                 init_logging("warn");
                 if !(100..=60_000).contains(&interval_ms) {
                     anyhow::bail!("--interval-ms must be within 100..=60000");
                 }
-                augurd::demo::run(augurd::demo::DemoOptions { seconds, interval_ms, socket })
-                    .context("demo failed")
-                    .map(|_| ())
+                augurd::demo::run(augurd::demo::DemoOptions {
+                    seconds,
+                    interval_ms,
+                    socket,
+                })
+                .context("demo failed")
+                .map(|_| ())
             }
         }
     })();

@@ -43,7 +43,8 @@ pub fn profile(host: &Host, vm: &MicroVm, history: usize) -> ProfileReply {
     }
     if summary.fp_degraded {
         notes.push(
-            "this hypervisor cannot execute guest SSE: fp_compute phases run integer work".to_string(),
+            "this hypervisor cannot execute guest SSE: fp_compute phases run integer work"
+                .to_string(),
         );
     }
     let flows = vm

@@ -38,12 +38,7 @@ pub struct Request {
 /// Reads and checks the descriptor at the start of vCPU `cpu`'s I/O area. The guest passes the
 /// descriptor's address, which must be exactly that area: a guest cannot point a device at
 /// memory of its choosing.
-pub fn read_request(
-    mem: &GuestMemory,
-    cpu: u32,
-    desc_gpa: u64,
-    max_len: usize,
-) -> Option<Request> {
+pub fn read_request(mem: &GuestMemory, cpu: u32, desc_gpa: u64, max_len: usize) -> Option<Request> {
     let area = layout::io_area(cpu);
     if desc_gpa != area {
         return None;
@@ -168,12 +163,21 @@ mod tests {
         let max = 64 * 1024;
         let ok = mem_with(desc::OP_READ, 4096, data);
         assert!(read_request(&ok, 0, area, max).is_some());
-        assert!(read_request(&ok, 0, area + 8, max).is_none(), "descriptor elsewhere");
-        assert!(read_request(&ok, 1, area, max).is_none(), "another vCPU's area");
+        assert!(
+            read_request(&ok, 0, area + 8, max).is_none(),
+            "descriptor elsewhere"
+        );
+        assert!(
+            read_request(&ok, 1, area, max).is_none(),
+            "another vCPU's area"
+        );
         let huge = mem_with(desc::OP_READ, u64::MAX, data);
         assert!(read_request(&huge, 0, area, max).is_none());
         let outside = mem_with(desc::OP_READ, 4096, 0x1000);
-        assert!(read_request(&outside, 0, area, max).is_none(), "buffer outside the I/O area");
+        assert!(
+            read_request(&outside, 0, area, max).is_none(),
+            "buffer outside the I/O area"
+        );
         let overflow = mem_with(desc::OP_READ, 4096, u64::MAX - 10);
         assert!(read_request(&overflow, 0, area, max).is_none());
         let empty = mem_with(desc::OP_READ, 0, data);
@@ -197,7 +201,12 @@ mod tests {
         for _ in 0..3 {
             assert!(disk.handle(&mem, &req, &counters));
         }
-        assert_eq!(counters.disk_write_bytes.load(std::sync::atomic::Ordering::Relaxed), 16384);
+        assert_eq!(
+            counters
+                .disk_write_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            16384
+        );
         let bad = Request { op: 9, ..req };
         assert!(!disk.handle(&mem, &bad, &counters));
     }

@@ -131,10 +131,15 @@ impl DirtyTracker {
         if let Collector::Ring { rings, pending } = &self.collector {
             let mut gfns = Vec::new();
             if let Some(ring) = rings.get(cpu) {
-                ring.lock().unwrap_or_else(|p| p.into_inner()).harvest(&mut gfns);
+                ring.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .harvest(&mut gfns);
             }
             DirtyRing::reset(&self.vm)?;
-            pending.lock().unwrap_or_else(|p| p.into_inner()).extend(gfns);
+            pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(gfns);
         }
         Ok(())
     }
@@ -152,9 +157,12 @@ impl DirtyTracker {
                 bitmap
             }
             Collector::Ring { rings, pending } => {
-                let mut gfns = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
+                let mut gfns =
+                    std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
                 for ring in rings {
-                    ring.lock().unwrap_or_else(|p| p.into_inner()).harvest(&mut gfns);
+                    ring.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .harvest(&mut gfns);
                 }
                 DirtyRing::reset(&self.vm)?;
                 let mut bitmap = vec![0u64; words];

@@ -81,8 +81,8 @@ impl Pacer {
             Target::Idle => Duration::ZERO,
             Target::Load(load) => {
                 if !ran.is_zero() {
-                    let scaled = self.quantum as f64 * COMPUTE_QUANTUM_RUN.as_secs_f64()
-                        / ran.as_secs_f64();
+                    let scaled =
+                        self.quantum as f64 * COMPUTE_QUANTUM_RUN.as_secs_f64() / ran.as_secs_f64();
                     // Move halfway to the new size so one preempted quantum cannot swing it.
                     let next = (self.quantum as f64 + scaled) / 2.0;
                     self.quantum = (next as u64).clamp(16, MAX_COMPUTE_QUANTUM);
@@ -90,7 +90,9 @@ impl Pacer {
                 Duration::from_secs_f64(self.busy.as_secs_f64() / load).saturating_sub(elapsed)
             }
             Target::Rate(rate) => {
-                if !self.rate_paced_by_request && ran > Duration::from_millis(20) && self.quantum > 1
+                if !self.rate_paced_by_request
+                    && ran > Duration::from_millis(20)
+                    && self.quantum > 1
                 {
                     self.quantum /= 2;
                 }

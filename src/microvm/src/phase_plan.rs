@@ -45,7 +45,11 @@ pub fn plan(spec: &VmSpec, fp_supported: bool) -> Vec<PhasePlan> {
                     Target::Load(*load)
                 }
                 PhaseKind::FpCompute { load, .. } => {
-                    entry[0] = if fp_supported { kind::FP_COMPUTE } else { kind::COMPUTE };
+                    entry[0] = if fp_supported {
+                        kind::FP_COMPUTE
+                    } else {
+                        kind::COMPUTE
+                    };
                     Target::Load(*load)
                 }
                 PhaseKind::Memory {
@@ -124,7 +128,11 @@ mod tests {
         assert_eq!(plans[0].entry[1], 2048); // 8 MiB of pages per vCPU
         assert_eq!(plans[0].entry[2], 1 << 31);
         assert_eq!(plans[0].target, Target::Rate(1024.0));
-        assert_eq!(plans[1].entry[0], kind::COMPUTE, "no SSE: integer kernel instead");
+        assert_eq!(
+            plans[1].entry[0],
+            kind::COMPUTE,
+            "no SSE: integer kernel instead"
+        );
         assert_eq!(plan(&spec, true)[1].entry[0], kind::FP_COMPUTE);
     }
 }

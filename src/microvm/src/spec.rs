@@ -187,7 +187,8 @@ impl VmSpec {
 
     /// Memory left for working sets after the fixed guest layout.
     pub fn usable_mib(&self) -> u64 {
-        self.memory_mib.saturating_sub(crate::layout::WORK_BASE >> 20)
+        self.memory_mib
+            .saturating_sub(crate::layout::WORK_BASE >> 20)
     }
 
     pub fn validate(&self) -> Result<(), SpecError> {
@@ -216,15 +217,22 @@ impl VmSpec {
         check((1..=MAX_VCPUS).contains(&self.vcpus), || {
             format!("vcpus {} must be within 1..={MAX_VCPUS}", self.vcpus)
         })?;
-        check(!self.phases.is_empty() && self.phases.len() <= MAX_PHASES, || {
-            format!("a spec needs 1..={MAX_PHASES} [[phase]] entries, found {}", self.phases.len())
-        })?;
+        check(
+            !self.phases.is_empty() && self.phases.len() <= MAX_PHASES,
+            || {
+                format!(
+                    "a spec needs 1..={MAX_PHASES} [[phase]] entries, found {}",
+                    self.phases.len()
+                )
+            },
+        )?;
         for (i, phase) in self.phases.iter().enumerate() {
             let n = i + 1;
             let seconds = phase.seconds();
-            check(seconds.is_finite() && seconds > 0.0 && seconds <= MAX_PHASE_SECONDS, || {
-                format!("phase {n}: seconds {seconds} must be within (0, {MAX_PHASE_SECONDS}]")
-            })?;
+            check(
+                seconds.is_finite() && seconds > 0.0 && seconds <= MAX_PHASE_SECONDS,
+                || format!("phase {n}: seconds {seconds} must be within (0, {MAX_PHASE_SECONDS}]"),
+            )?;
             match phase {
                 PhaseKind::Idle { .. } => {}
                 PhaseKind::Compute { load, .. } | PhaseKind::FpCompute { load, .. } => {
@@ -239,23 +247,22 @@ impl VmSpec {
                     ..
                 } => {
                     let per_vcpu_ok = *working_set_mib >= u64::from(self.vcpus);
-                    check(
-                        *working_set_mib <= self.usable_mib() && per_vcpu_ok,
-                        || {
-                            format!(
-                                "phase {n}: working_set_mib {working_set_mib} must be within {}..={} \
+                    check(*working_set_mib <= self.usable_mib() && per_vcpu_ok, || {
+                        format!(
+                            "phase {n}: working_set_mib {working_set_mib} must be within {}..={} \
                                  (memory_mib less the {} MiB the guest layout reserves)",
-                                self.vcpus,
-                                self.usable_mib(),
-                                crate::layout::WORK_BASE >> 20
-                            )
-                        },
-                    )?;
+                            self.vcpus,
+                            self.usable_mib(),
+                            crate::layout::WORK_BASE >> 20
+                        )
+                    })?;
                     check(
                         touch_mib_per_s.is_finite()
                             && *touch_mib_per_s > 0.0
                             && *touch_mib_per_s <= 65_536.0,
-                        || format!("phase {n}: touch_mib_per_s {touch_mib_per_s} must be within (0, 65536]"),
+                        || {
+                            format!("phase {n}: touch_mib_per_s {touch_mib_per_s} must be within (0, 65536]")
+                        },
                     )?;
                     check((0.0..=1.0).contains(write_fraction), || {
                         format!("phase {n}: write_fraction {write_fraction} must be within [0, 1]")
@@ -341,14 +348,20 @@ mod tests {
         assert!(error_of("name = \"x\"\nmemory_mib = 64\nphase = []").contains("1..=256"));
         assert!(error_of(&GOOD.replace("kind = \"idle\"", "kind = \"sleep\"")).contains("sleep"));
         assert!(error_of(&GOOD.replace("memory_mib = 64", "memory_mib = 1")).contains("memory_mib"));
-        assert!(error_of(&GOOD.replace("working_set_mib = 16", "working_set_mib = 63"))
-            .contains("working_set_mib"));
+        assert!(
+            error_of(&GOOD.replace("working_set_mib = 16", "working_set_mib = 63"))
+                .contains("working_set_mib")
+        );
         assert!(error_of(&GOOD.replace("seconds = 1\n", "seconds = -1\n")).contains("seconds"));
         assert!(error_of(&GOOD.replace("name = \"batch\"", "name = \"a b\"")).contains("name"));
-        assert!(error_of(&GOOD.replace("pattern = \"random\"", "pattern = \"random\"\nspeed = 3"))
-            .contains("speed"));
+        assert!(
+            error_of(&GOOD.replace("pattern = \"random\"", "pattern = \"random\"\nspeed = 3"))
+                .contains("speed")
+        );
         assert!(error_of("this is = not toml [").contains("TOML"));
-        assert!(error_of(&GOOD.replace("read_bytes_per_s = 1000000", "read_bytes_per_s = 0"))
-            .contains("disk phase"));
+        assert!(
+            error_of(&GOOD.replace("read_bytes_per_s = 1000000", "read_bytes_per_s = 0"))
+                .contains("disk phase")
+        );
     }
 }

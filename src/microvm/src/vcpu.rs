@@ -120,13 +120,18 @@ impl VcpuContext {
                 }
                 Ok(VcpuExit::MmioWrite(..)) => Event::Count(Metric::ExitMmio),
                 Ok(VcpuExit::Hlt) => Event::Halt,
-                Ok(VcpuExit::Shutdown) => Event::Fatal(Metric::ExitShutdown, "guest shut down (triple fault)".into()),
-                Ok(VcpuExit::InternalError) => {
-                    Event::Fatal(Metric::ExitInternalError, "KVM internal error (emulation failure)".into())
-                }
-                Ok(VcpuExit::FailEntry(reason, _)) => {
-                    Event::Fatal(Metric::ExitOther, format!("VM entry failed, reason {reason:#x}"))
-                }
+                Ok(VcpuExit::Shutdown) => Event::Fatal(
+                    Metric::ExitShutdown,
+                    "guest shut down (triple fault)".into(),
+                ),
+                Ok(VcpuExit::InternalError) => Event::Fatal(
+                    Metric::ExitInternalError,
+                    "KVM internal error (emulation failure)".into(),
+                ),
+                Ok(VcpuExit::FailEntry(reason, _)) => Event::Fatal(
+                    Metric::ExitOther,
+                    format!("VM entry failed, reason {reason:#x}"),
+                ),
                 Ok(VcpuExit::Unsupported(KVM_EXIT_DIRTY_RING_FULL)) => Event::RingFull,
                 Ok(VcpuExit::Intr) => Event::Count(Metric::ExitOther),
                 Ok(other) => {
@@ -152,7 +157,8 @@ impl VcpuContext {
                             ran_since_pace = Duration::ZERO;
                         }
                         ports::PACE => {
-                            let decision = pacer.on_quantum(value & 0xffff_ffff, ran_since_pace, now);
+                            let decision =
+                                pacer.on_quantum(value & 0xffff_ffff, ran_since_pace, now);
                             ran_since_pace = Duration::ZERO;
                             if !self.apply(decision) {
                                 return VcpuEnd::Stopped;

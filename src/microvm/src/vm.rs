@@ -229,9 +229,7 @@ impl MicroVm {
         mem.write_u64(layout::MB_PHASE_COUNT, plans.len() as u64)?;
         mem.write_u64(layout::MB_REPEAT, u64::from(spec.repeat))?;
 
-        let disk_path = options
-            .data_dir
-            .join(format!("vm-{id}-{}.disk", spec.name));
+        let disk_path = options.data_dir.join(format!("vm-{id}-{}.disk", spec.name));
         let disk_size = options.disk_mib << 20;
         let disk_file = Arc::new(create_disk(&disk_path, disk_size)?);
 
@@ -289,7 +287,11 @@ impl MicroVm {
                 counters: counters.clone(),
                 dirty: dirty.clone(),
                 stop: stop.clone(),
-                disk: Disk::new(disk_file.clone(), disk_size, u64::from(cpu) * (disk_size / 8)),
+                disk: Disk::new(
+                    disk_file.clone(),
+                    disk_size,
+                    u64::from(cpu) * (disk_size / 8),
+                ),
                 net: Net::new(id, options.switch.clone()),
                 epoch,
                 phase: phase.clone(),
@@ -374,8 +376,10 @@ impl MicroVm {
             .iter()
             .map(|v| v.end.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .collect();
-        if let Some(VcpuEnd::Failed(reason)) =
-            ends.iter().flatten().find(|e| matches!(e, VcpuEnd::Failed(_)))
+        if let Some(VcpuEnd::Failed(reason)) = ends
+            .iter()
+            .flatten()
+            .find(|e| matches!(e, VcpuEnd::Failed(_)))
         {
             return VmState::Failed(reason.clone());
         }
@@ -386,7 +390,10 @@ impl MicroVm {
     }
 
     pub fn status(&self) -> VmStatus {
-        let phase_index = self.vcpus.first().map_or(0, |v| v.phase.load(Ordering::Relaxed));
+        let phase_index = self
+            .vcpus
+            .first()
+            .map_or(0, |v| v.phase.load(Ordering::Relaxed));
         VmStatus {
             id: self.id,
             name: self.spec.name.clone(),
@@ -418,7 +425,10 @@ impl MicroVm {
     pub fn sample(&self, ts_ns: u64) -> Vec<Sample> {
         let mut run_loop = Sample::new(self.id, Source::MicrovmRunLoop, ts_ns);
         self.counters.fill(&mut run_loop);
-        let phase = self.vcpus.first().map_or(0, |v| v.phase.load(Ordering::Relaxed));
+        let phase = self
+            .vcpus
+            .first()
+            .map_or(0, |v| v.phase.load(Ordering::Relaxed));
         run_loop
             .push(Metric::GuestProgress, self.progress())
             .push(Metric::MemoryBytes, self.spec.memory_mib << 20)

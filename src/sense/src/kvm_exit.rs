@@ -186,7 +186,8 @@ impl TracepointSource {
         let exit_decoder = ExitDecoder::kvm_exit(&tracefs.event_format("kvm", "kvm_exit")?);
         let user_decoder =
             ExitDecoder::userspace_exit(&tracefs.event_format("kvm", "kvm_userspace_exit")?);
-        let decoders: Vec<ExitDecoder> = [exit_decoder, user_decoder].into_iter().flatten().collect();
+        let decoders: Vec<ExitDecoder> =
+            [exit_decoder, user_decoder].into_iter().flatten().collect();
         let threads = tids
             .iter()
             .map(|&tid| {
@@ -259,7 +260,11 @@ impl TracepointSource {
             self.kvm_exit_fires = true;
         }
         // Prefer kvm_exit (every exit) over kvm_userspace_exit (only exits to the VMM).
-        let fresh = if self.kvm_exit_fires { &by_tracepoint[0] } else { &by_tracepoint[1] };
+        let fresh = if self.kvm_exit_fires {
+            &by_tracepoint[0]
+        } else {
+            &by_tracepoint[1]
+        };
         for (metric, n) in &fresh.0 {
             *self.reasons.0.entry(*metric).or_default() += n;
         }
@@ -325,14 +330,20 @@ mod tests {
             (7, 1, Metric::ExitOther),
         ];
         for (reason, isa, want) in cases {
-            assert_eq!(decoder.decode(&kvm_exit_record(reason, isa)), Some(want), "{reason:#x}/{isa}");
+            assert_eq!(
+                decoder.decode(&kvm_exit_record(reason, isa)),
+                Some(want),
+                "{reason:#x}/{isa}"
+            );
         }
         assert_eq!(decoder.decode(&[0u8; 10]), None, "short record");
     }
 
     #[test]
     fn decodes_userspace_exits_and_skips_restarts() {
-        let format = recorded().event_format("kvm", "kvm_userspace_exit").unwrap();
+        let format = recorded()
+            .event_format("kvm", "kvm_userspace_exit")
+            .unwrap();
         let decoder = ExitDecoder::userspace_exit(&format).unwrap();
         let record = |reason: u32, errno: i32| {
             let mut raw = vec![0u8; 16];

@@ -66,7 +66,12 @@ impl PerfSource {
     pub fn open(tids: &[u32]) -> Self {
         let mut events = vec![
             event_counters(Metric::TaskClockNs, Software::TASK_CLOCK, tids, false),
-            event_counters(Metric::ContextSwitches, Software::CONTEXT_SWITCHES, tids, false),
+            event_counters(
+                Metric::ContextSwitches,
+                Software::CONTEXT_SWITCHES,
+                tids,
+                false,
+            ),
             event_counters(Metric::PageFaults, Software::PAGE_FAULTS, tids, false),
         ];
         for (metric, event) in [

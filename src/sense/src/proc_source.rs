@@ -160,14 +160,20 @@ impl ProcReader {
     /// Threads that vanished are skipped; if none could be read the figures are unavailable.
     pub fn sample_threads(&self, vm: VmId, pid: u32, tids: &[u32], ts_ns: u64) -> Sample {
         let mut sample = Sample::new(vm, Source::Proc, ts_ns);
-        let cpus: Vec<TaskCpu> = tids.iter().filter_map(|t| self.cpu(pid, Some(*t)).ok()).collect();
+        let cpus: Vec<TaskCpu> = tids
+            .iter()
+            .filter_map(|t| self.cpu(pid, Some(*t)).ok())
+            .collect();
         if cpus.is_empty() {
             sample.push_unavailable(Metric::ProcCpuNs);
         } else {
             let ticks = cpus.iter().map(|c| c.utime + c.stime).sum();
             sample.push(Metric::ProcCpuNs, self.ticks_to_ns(ticks));
         }
-        let ios: Vec<TaskIo> = tids.iter().filter_map(|t| self.io(pid, Some(*t)).ok()).collect();
+        let ios: Vec<TaskIo> = tids
+            .iter()
+            .filter_map(|t| self.io(pid, Some(*t)).ok())
+            .collect();
         let io = (!ios.is_empty()).then(|| {
             ios.iter().fold(TaskIo::default(), |a, b| TaskIo {
                 rchar: a.rchar + b.rchar,
@@ -221,7 +227,10 @@ mod tests {
         let dir = fake_proc();
         let reader = ProcReader::with_root(dir.path());
         let cpu = reader.cpu(4242, None).unwrap();
-        assert_eq!((cpu.utime, cpu.stime, cpu.threads, cpu.rss_pages), (250, 50, 7, 300));
+        assert_eq!(
+            (cpu.utime, cpu.stime, cpu.threads, cpu.rss_pages),
+            (250, 50, 7, 300)
+        );
         assert_eq!(reader.io(4242, Some(4243)).unwrap().write_bytes, 8192);
     }
 
@@ -244,7 +253,13 @@ mod tests {
         std::fs::write(dir.path().join("4242/stat"), "4242 (qemu S 1").unwrap();
         std::fs::write(dir.path().join("4242/io"), "rchar: x\n").unwrap();
         let reader = ProcReader::with_root(dir.path());
-        assert!(matches!(reader.cpu(4242, None), Err(ProcError::Malformed { .. })));
-        assert!(matches!(reader.io(4242, None), Err(ProcError::Malformed { .. })));
+        assert!(matches!(
+            reader.cpu(4242, None),
+            Err(ProcError::Malformed { .. })
+        ));
+        assert!(matches!(
+            reader.io(4242, None),
+            Err(ProcError::Malformed { .. })
+        ));
     }
 }

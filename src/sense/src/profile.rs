@@ -101,7 +101,11 @@ impl Window {
         let disk_write = get(run, Metric::DiskWriteBytes).or(get(proc_, Metric::ProcWchar));
 
         // The run loop sees every exit of a microVM; the tracepoint every exit of any VMM.
-        let exit_source = if run.is_some_and(|r| r.has(Metric::ExitIo)) { run } else { trace };
+        let exit_source = if run.is_some_and(|r| r.has(Metric::ExitIo)) {
+            run
+        } else {
+            trace
+        };
         let mut exit_mix = BTreeMap::new();
         let exits = sum(EXIT_REASONS.iter().map(|m| get(exit_source, *m)));
         if let Some(total) = exits.filter(|t| *t > 0.0) {
@@ -278,7 +282,10 @@ mod tests {
         assert!(w.perf.is_empty(), "no perf source: no perf figures");
         // An out-of-order sample is ignored.
         p.ingest(run_loop(1, 0, 0, 0));
-        assert_eq!(p.close_window(3, 3_000_000_000).unwrap().cpu_vcpus, Some(0.5));
+        assert_eq!(
+            p.close_window(3, 3_000_000_000).unwrap().cpu_vcpus,
+            Some(0.5)
+        );
         assert_eq!(p.history(3, 5).len(), 2);
         assert!(p.current(99).is_none());
     }

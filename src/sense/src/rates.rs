@@ -83,6 +83,10 @@ mod tests {
         assert!(r.has(Metric::Cycles));
         let reset = sample(14, 50, 7);
         let r = Rates::new(&reset, Some((&b, Duration::from_secs(2))));
-        assert_eq!(r.get(Metric::ExitIo), None, "a counter that went back has no rate");
+        assert_eq!(
+            r.get(Metric::ExitIo),
+            None,
+            "a counter that went back has no rate"
+        );
     }
 }

@@ -81,9 +81,12 @@ impl EventFormat {
                 }
             }
             match (name, offset, size) {
-                (Some(name), Some(offset), Some(size)) if !name.is_empty() => {
-                    fields.push(Field { name, offset, size, signed })
-                }
+                (Some(name), Some(offset), Some(size)) if !name.is_empty() => fields.push(Field {
+                    name,
+                    offset,
+                    size,
+                    signed,
+                }),
                 _ => return Err(format!("cannot parse field line {line:?}")),
             }
         }
@@ -138,7 +141,12 @@ impl Tracefs {
         &self.root
     }
 
-    fn event_file(&self, system: &str, event: &str, file: &str) -> Result<(PathBuf, String), TracefsError> {
+    fn event_file(
+        &self,
+        system: &str,
+        event: &str,
+        file: &str,
+    ) -> Result<(PathBuf, String), TracefsError> {
         let path = self.root.join("events").join(system).join(event).join(file);
         let text = std::fs::read_to_string(&path).map_err(|source| TracefsError::Read {
             path: path.display().to_string(),
@@ -173,7 +181,10 @@ mod tests {
     #[test]
     fn finds_tracefs_in_a_mount_table() {
         let mounts = "proc /proc proc rw 0 0\nnodev /sys/kernel/tracing tracefs rw 0 0\n";
-        assert_eq!(find_in_mounts(mounts), Some(PathBuf::from("/sys/kernel/tracing")));
+        assert_eq!(
+            find_in_mounts(mounts),
+            Some(PathBuf::from("/sys/kernel/tracing"))
+        );
         assert_eq!(find_in_mounts("proc /proc proc rw 0 0\n"), None);
     }
 
@@ -185,7 +196,12 @@ mod tests {
 
     #[test]
     fn field_reads_are_bounds_checked() {
-        let f = Field { name: "x".into(), offset: 6, size: 4, signed: false };
+        let f = Field {
+            name: "x".into(),
+            offset: 6,
+            size: 4,
+            signed: false,
+        };
         assert_eq!(f.read_u64(&[0u8; 8]), None);
         assert_eq!(f.read_u64(&[0, 0, 0, 0, 0, 0, 1, 0, 0, 0]), Some(1));
     }

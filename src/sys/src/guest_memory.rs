@@ -43,7 +43,7 @@ unsafe impl Sync for GuestMemory {}
 impl GuestMemory {
     /// Maps `size` bytes of zeroed memory, reserved lazily (pages are only backed when touched).
     pub fn new(size: usize) -> Result<Self, GuestMemoryError> {
-        if size == 0 || size % crate::page_size() != 0 {
+        if size == 0 || !size.is_multiple_of(crate::page_size()) {
             return Err(GuestMemoryError::BadSize { size });
         }
         // SAFETY: an anonymous mapping with no address hint; the result is checked below.
@@ -79,7 +79,11 @@ impl GuestMemory {
     pub fn register(&self, vm: &VmFd, slot: u32, log_dirty: bool) -> Result<(), GuestMemoryError> {
         let region = kvm_userspace_memory_region {
             slot,
-            flags: if log_dirty { KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
+            flags: if log_dirty {
+                KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            },
             guest_phys_addr: 0,
             memory_size: self.size as u64,
             userspace_addr: self.base.as_ptr() as u64,

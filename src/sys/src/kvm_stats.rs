@@ -97,7 +97,8 @@ impl KvmStats {
     /// Parses a stats file (the kernel's, or a recorded one in tests).
     pub fn from_file(file: File) -> Result<Self, KvmStatsError> {
         let mut header = [0u8; HEADER_LEN];
-        file.read_exact_at(&mut header, 0).map_err(KvmStatsError::Read)?;
+        file.read_exact_at(&mut header, 0)
+            .map_err(KvmStatsError::Read)?;
         let name_size = u32_at(&header, 4)?;
         let num_desc = u32_at(&header, 8)?;
         let desc_offset = u32_at(&header, 16)?;
@@ -116,7 +117,10 @@ impl KvmStats {
             let size = usize::from(u16_at(raw, 6)?);
             let offset = u32_at(raw, 8)? as usize;
             let name_bytes = &raw[DESC_FIXED_LEN..];
-            let end = name_bytes.iter().position(|&b| b == 0).unwrap_or(name_bytes.len());
+            let end = name_bytes
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(name_bytes.len());
             let name = String::from_utf8_lossy(&name_bytes[..end]).into_owned();
             let kind = match flags & 0xf {
                 0 => KvmStatKind::Cumulative,
@@ -124,11 +128,18 @@ impl KvmStats {
                 2 => KvmStatKind::Peak,
                 _ => KvmStatKind::Histogram,
             };
-            if size == 0 || offset % 8 != 0 {
-                return Err(KvmStatsError::Malformed("descriptor with bad size or offset"));
+            if size == 0 || !offset.is_multiple_of(8) {
+                return Err(KvmStatsError::Malformed(
+                    "descriptor with bad size or offset",
+                ));
             }
             data_len = data_len.max(offset + size * 8);
-            descriptors.push(Descriptor { name, kind, size, offset });
+            descriptors.push(Descriptor {
+                name,
+                kind,
+                size,
+                offset,
+            });
         }
         Ok(Self {
             file,
@@ -204,8 +215,8 @@ mod tests {
 
     #[test]
     fn parses_a_recorded_layout() {
-        let stats = KvmStats::from_file(fake_stats(&[("exits", 0, 42), ("halt_exits", 0, 7)]))
-            .unwrap();
+        let stats =
+            KvmStats::from_file(fake_stats(&[("exits", 0, 42), ("halt_exits", 0, 7)])).unwrap();
         let read = stats.read().unwrap();
         assert_eq!(read[0].name, "exits");
         assert_eq!(read[0].value, 42);
@@ -223,6 +234,9 @@ mod tests {
         header[4..8].copy_from_slice(&32u32.to_le_bytes());
         header[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         huge.write_all(&header).unwrap();
-        assert!(matches!(KvmStats::from_file(huge), Err(KvmStatsError::Malformed(_))));
+        assert!(matches!(
+            KvmStats::from_file(huge),
+            Err(KvmStatsError::Malformed(_))
+        ));
     }
 }

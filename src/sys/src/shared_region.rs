@@ -19,8 +19,14 @@ pub enum SharedRegionError {
     },
     #[error("Failed to map the shared region")]
     Map(#[source] std::io::Error),
-    #[error("Access of {len} bytes at {offset} is outside the region of {size} bytes or misaligned")]
-    OutOfBounds { offset: usize, len: usize, size: usize },
+    #[error(
+        "Access of {len} bytes at {offset} is outside the region of {size} bytes or misaligned"
+    )]
+    OutOfBounds {
+        offset: usize,
+        len: usize,
+        size: usize,
+    },
 }
 
 /// A shared, writable mapping of a whole file.
@@ -87,7 +93,7 @@ impl SharedRegion {
 
     fn check(&self, offset: usize, len: usize, align: usize) -> Result<(), SharedRegionError> {
         let fits = offset.checked_add(len).is_some_and(|end| end <= self.len);
-        if !fits || offset % align != 0 {
+        if !fits || !offset.is_multiple_of(align) {
             return Err(SharedRegionError::OutOfBounds {
                 offset,
                 len,
@@ -121,7 +127,9 @@ impl SharedRegion {
     pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<(), SharedRegionError> {
         self.check(offset, out.len(), 1)?;
         // SAFETY: source range is in bounds and `out` is a distinct, exclusive buffer.
-        unsafe { std::ptr::copy_nonoverlapping(self.base.add(offset), out.as_mut_ptr(), out.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.add(offset), out.as_mut_ptr(), out.len())
+        };
         Ok(())
     }
 

@@ -97,7 +97,8 @@ pub fn decode(buf: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
         return Err(FrameError::BadVersion { version });
     }
     let kind_code = le_u16(&buf[6..8]);
-    let kind = FrameKind::from_code(kind_code).ok_or(FrameError::UnknownKind { kind: kind_code })?;
+    let kind =
+        FrameKind::from_code(kind_code).ok_or(FrameError::UnknownKind { kind: kind_code })?;
     let length = le_u32(&buf[8..12]) as usize;
     if length > MAX_PAYLOAD {
         return Err(FrameError::TooLong { length });
@@ -231,7 +232,8 @@ mod tests {
 
     fn sample() -> Sample {
         let mut s = Sample::new(7, Source::DirtyLog, 1_700_000_000_000_000_000);
-        s.push(Metric::DirtyPages, 1234).push_unavailable(Metric::Cycles);
+        s.push(Metric::DirtyPages, 1234)
+            .push_unavailable(Metric::Cycles);
         s
     }
 
@@ -250,18 +252,30 @@ mod tests {
         encode_sample(&sample(), &mut good).unwrap();
         let mut bad_magic = good.clone();
         bad_magic[0] = b'X';
-        assert!(matches!(decode(&bad_magic), Err(FrameError::BadMagic { .. })));
+        assert!(matches!(
+            decode(&bad_magic),
+            Err(FrameError::BadMagic { .. })
+        ));
         let mut bad_version = good.clone();
         bad_version[4] = 0;
-        assert!(matches!(decode(&bad_version), Err(FrameError::BadVersion { version: 0 })));
+        assert!(matches!(
+            decode(&bad_version),
+            Err(FrameError::BadVersion { version: 0 })
+        ));
         let mut too_long = good.clone();
         too_long[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decode(&too_long), Err(FrameError::TooLong { .. })));
         let mut flipped = good.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;
-        assert!(matches!(decode(&flipped), Err(FrameError::BadChecksum { .. })));
-        assert!(matches!(decode(&good[..10]), Err(FrameError::Incomplete { needed: 6 })));
+        assert!(matches!(
+            decode(&flipped),
+            Err(FrameError::BadChecksum { .. })
+        ));
+        assert!(matches!(
+            decode(&good[..10]),
+            Err(FrameError::Incomplete { needed: 6 })
+        ));
     }
 
     #[test]
@@ -270,7 +284,10 @@ mod tests {
         let mut out = Vec::new();
         encode(FrameKind::Sample, &junk, &mut out).unwrap();
         let (frame, _) = decode(&out).unwrap();
-        assert!(matches!(decode_sample(&frame), Err(FrameError::BadPayload { .. })));
+        assert!(matches!(
+            decode_sample(&frame),
+            Err(FrameError::BadPayload { .. })
+        ));
     }
 
     #[test]

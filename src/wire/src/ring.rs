@@ -70,8 +70,7 @@ impl Geometry {
     }
 
     fn checked(slot_count: u64, slot_size: u64) -> Result<Self, RingError> {
-        if slot_count == 0 || slot_count > MAX_SLOTS || slot_size < 64 || slot_size > MAX_SLOT_SIZE
-        {
+        if !(1..=MAX_SLOTS).contains(&slot_count) || !(64..=MAX_SLOT_SIZE).contains(&slot_size) {
             return Err(RingError::BadGeometry {
                 slot_count,
                 slot_size,
@@ -111,7 +110,10 @@ impl RingWriter {
     pub fn create(path: &Path, slot_count: u64, slot_size: u64) -> Result<Self, RingError> {
         let geometry = Geometry::checked(slot_count, slot_size)?;
         let region = SharedRegion::create(path, geometry.file_len())?;
-        for (i, value) in [MAGIC, VERSION, slot_size, slot_count].into_iter().enumerate() {
+        for (i, value) in [MAGIC, VERSION, slot_size, slot_count]
+            .into_iter()
+            .enumerate()
+        {
             word(&region, i * 8)?.store(value, Ordering::Relaxed);
         }
         word(&region, WRITE_SEQ_OFFSET)?.store(0, Ordering::Release);
@@ -185,7 +187,9 @@ impl RingReader {
             Ok(word(&region, i * 8)?.load(Ordering::Acquire))
         };
         if read(0)? != MAGIC {
-            return Err(RingError::BadHeader { reason: "bad magic" });
+            return Err(RingError::BadHeader {
+                reason: "bad magic",
+            });
         }
         if read(1)? != VERSION {
             return Err(RingError::BadHeader {
@@ -231,7 +235,10 @@ impl RingReader {
 
     /// Calls `f` with the next record, in place (no deserialisation). `Ok(None)` when the reader
     /// has caught up with the producer.
-    pub fn read<R>(&mut self, f: impl FnOnce(&ArchivedSample) -> R) -> Result<Option<R>, RingError> {
+    pub fn read<R>(
+        &mut self,
+        f: impl FnOnce(&ArchivedSample) -> R,
+    ) -> Result<Option<R>, RingError> {
         let mut retries = 0;
         loop {
             let n = self.next;
@@ -247,8 +254,7 @@ impl RingReader {
                 fence(Ordering::Acquire);
                 if seq.load(Ordering::Relaxed) == before {
                     self.next = n + 1;
-                    let archived =
-                        access_sample(&self.buf[..len]).map_err(RingError::BadRecord)?;
+                    let archived = access_sample(&self.buf[..len]).map_err(RingError::BadRecord)?;
                     return Ok(Some(f(archived)));
                 }
                 // Torn: the producer lapped this slot while we copied it.
@@ -319,9 +325,15 @@ mod tests {
         for _ in 0..100 {
             big.push(Metric::ExitHlt, 1);
         }
-        assert!(matches!(writer.push(&big), Err(RingError::RecordTooLarge { .. })));
+        assert!(matches!(
+            writer.push(&big),
+            Err(RingError::RecordTooLarge { .. })
+        ));
         std::fs::write(&path, [0u8; 128]).unwrap();
-        assert!(matches!(RingReader::open(&path), Err(RingError::BadHeader { .. })));
+        assert!(matches!(
+            RingReader::open(&path),
+            Err(RingError::BadHeader { .. })
+        ));
         assert!(RingWriter::create(&path, 0, 64).is_err());
     }
 

@@ -38,7 +38,11 @@ impl Reading {
         Self {
             value: value.unwrap_or(0),
             metric,
-            status: if value.is_some() { STATUS_OK } else { STATUS_UNAVAILABLE },
+            status: if value.is_some() {
+                STATUS_OK
+            } else {
+                STATUS_UNAVAILABLE
+            },
             reserved: 0,
         }
     }

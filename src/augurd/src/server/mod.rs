@@ -118,32 +118,63 @@ fn reply_line(id: u64, result: Result<Reply, AdminError>) -> String {
 fn parse(line: &[u8]) -> (u64, Result<Request, AdminError>) {
     let value: serde_json::Value = match serde_json::from_slice(line) {
         Ok(v) => v,
-        Err(e) => return (0, Err(AdminError::new(ErrorCode::Malformed, format!("not JSON: {e}")))),
+        Err(e) => {
+            return (
+                0,
+                Err(AdminError::new(
+                    ErrorCode::Malformed,
+                    format!("not JSON: {e}"),
+                )),
+            )
+        }
     };
     let id = value.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
     match value.get("version").and_then(|v| v.as_u64()) {
         Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
-        Some(v) => {
-            return (id, Err(AdminError::new(
+        Some(v) => return (
+            id,
+            Err(AdminError::new(
                 ErrorCode::UnsupportedVersion,
-                format!("protocol version {v} is not supported (this daemon speaks {PROTOCOL_VERSION})"),
-            )))
+                format!(
+                    "protocol version {v} is not supported (this daemon speaks {PROTOCOL_VERSION})"
+                ),
+            )),
+        ),
+        None => {
+            return (
+                id,
+                Err(AdminError::new(ErrorCode::Malformed, "missing \"version\"")),
+            )
         }
-        None => return (id, Err(AdminError::new(ErrorCode::Malformed, "missing \"version\""))),
     }
     let Some(request) = value.get("request") else {
-        return (id, Err(AdminError::new(ErrorCode::Malformed, "missing \"request\"")));
+        return (
+            id,
+            Err(AdminError::new(ErrorCode::Malformed, "missing \"request\"")),
+        );
     };
     let kind = request.get("type").and_then(|t| t.as_str()).unwrap_or("");
     if !KNOWN_REQUESTS.contains(&kind) {
-        return (id, Err(AdminError::new(
-            ErrorCode::UnknownRequest,
-            format!("unknown request type {kind:?} (known: {})", KNOWN_REQUESTS.join(", ")),
-        )));
+        return (
+            id,
+            Err(AdminError::new(
+                ErrorCode::UnknownRequest,
+                format!(
+                    "unknown request type {kind:?} (known: {})",
+                    KNOWN_REQUESTS.join(", ")
+                ),
+            )),
+        );
     }
     match serde_json::from_value::<Request>(request.clone()) {
         Ok(request) => (id, Ok(request)),
-        Err(e) => (id, Err(AdminError::new(ErrorCode::Malformed, format!("bad {kind} request: {e}")))),
+        Err(e) => (
+            id,
+            Err(AdminError::new(
+                ErrorCode::Malformed,
+                format!("bad {kind} request: {e}"),
+            )),
+        ),
     }
 }
 
@@ -166,9 +197,12 @@ async fn dispatch(host: &Arc<Host>, request: Request) -> Result<Reply, AdminErro
 async fn blocking(
     f: impl FnOnce() -> Result<Reply, AdminError> + Send + 'static,
 ) -> Result<Reply, AdminError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(AdminError::new(ErrorCode::Internal, format!("request failed: {e}"))))
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(AdminError::new(
+            ErrorCode::Internal,
+            format!("request failed: {e}"),
+        ))
+    })
 }
 
 async fn serve_connection(stream: UnixStream, host: Arc<Host>) -> std::io::Result<()> {
@@ -188,7 +222,9 @@ async fn serve_connection(stream: UnixStream, host: Arc<Host>) -> std::io::Resul
                 ErrorCode::TooLarge,
                 format!("request line exceeds {MAX_LINE} bytes; closing the connection"),
             );
-            write.write_all(reply_line(0, Err(error)).as_bytes()).await?;
+            write
+                .write_all(reply_line(0, Err(error)).as_bytes())
+                .await?;
             return Ok(());
         }
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -211,10 +247,24 @@ mod tests {
     fn parse_tells_bad_requests_apart() {
         let code = |line: &str| parse(line.as_bytes()).1.unwrap_err().code;
         assert_eq!(code("{"), ErrorCode::Malformed);
-        assert_eq!(code(r#"{"version":7,"id":1,"request":{"type":"vms"}}"#), ErrorCode::UnsupportedVersion);
-        assert_eq!(code(r#"{"version":1,"id":1,"request":{"type":"reboot"}}"#), ErrorCode::UnknownRequest);
-        assert_eq!(code(r#"{"version":1,"id":1,"request":{"type":"vm_stop"}}"#), ErrorCode::Malformed);
-        assert_eq!(parse(br#"{"version":1,"id":42,"request":{"type":"nope"}}"#).0, 42);
-        assert!(parse(br#"{"version":1,"id":1,"request":{"type":"vms"}}"#).1.is_ok());
+        assert_eq!(
+            code(r#"{"version":7,"id":1,"request":{"type":"vms"}}"#),
+            ErrorCode::UnsupportedVersion
+        );
+        assert_eq!(
+            code(r#"{"version":1,"id":1,"request":{"type":"reboot"}}"#),
+            ErrorCode::UnknownRequest
+        );
+        assert_eq!(
+            code(r#"{"version":1,"id":1,"request":{"type":"vm_stop"}}"#),
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            parse(br#"{"version":1,"id":42,"request":{"type":"nope"}}"#).0,
+            42
+        );
+        assert!(parse(br#"{"version":1,"id":1,"request":{"type":"vms"}}"#)
+            .1
+            .is_ok());
     }
 }
