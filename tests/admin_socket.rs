@@ -1,60 +1,11 @@
 //! The admin socket end to end: a host served in-process, a client speaking the protocol.
 
 use augur_admin::{AdminClient, ClientError, ErrorCode, Reply, ReplyEnvelope, Request, MAX_LINE};
-use augurd::config::{Config, Driver};
-use augurd::host::Host;
+use augur_tests::TestDaemon as Daemon;
+use augurd::config::Driver;
 use augurd::server::AdminSocket;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
-use tokio::sync::watch;
-
-struct Daemon {
-    host: Arc<Host>,
-    socket: PathBuf,
-    stop: watch::Sender<bool>,
-    runtime: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start(driver: Driver) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("augurd.sock");
-        let config = Config {
-            driver,
-            data_dir: dir.path().join("data"),
-            admin_socket: socket.clone(),
-            sample_interval_ms: 200,
-            ..Config::default()
-        };
-        let runtime = augurd::daemon::runtime().unwrap();
-        let host = Host::new(config).unwrap();
-        host.start_threads().unwrap();
-        let bound = runtime.block_on(AdminSocket::bind(&socket)).unwrap();
-        let (stop, rx) = watch::channel(false);
-        runtime.spawn(bound.serve(host.clone(), rx));
-        Self {
-            host,
-            socket,
-            stop,
-            runtime,
-            _dir: dir,
-        }
-    }
-
-    fn client(&self) -> AdminClient {
-        AdminClient::connect(&self.socket).unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        self.host.shutdown();
-        let _ = &self.runtime;
-    }
-}
 
 fn error_code(raw: &str) -> (u64, ErrorCode) {
     let envelope: ReplyEnvelope =

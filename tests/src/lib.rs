@@ -1,7 +1,13 @@
 //! Helpers shared by the integration tests.
 #![forbid(unsafe_code)]
 
+use augur_admin::AdminClient;
 use augur_microvm::{CountingSwitch, MicroVm, VmOptions, VmSpec};
+use augurd::config::{Config, Driver};
+use augurd::host::Host;
+use augurd::server::AdminSocket;
+use std::path::PathBuf;
+use tokio::sync::watch;
 use augur_wire::{Metric, Sample, Source};
 use kvm_ioctls::Kvm;
 use std::sync::Arc;
@@ -81,4 +87,54 @@ pub fn assert_within(what: &str, measured: f64, expected: f64, tolerance: f64) {
         "{what}: measured {measured:.1}, expected {expected:.1} ({:+.1}%)",
         (measured / expected - 1.0) * 100.0
     );
+}
+
+/// An augurd host with its admin socket, served in-process from a temporary directory.
+#[derive(Debug)]
+pub struct TestDaemon {
+    pub host: Arc<Host>,
+    pub socket: PathBuf,
+    pub runtime: tokio::runtime::Runtime,
+    stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDaemon {
+    pub fn start(driver: Driver) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let socket = dir.path().join("augurd.sock");
+        let config = Config {
+            driver,
+            data_dir: dir.path().join("data"),
+            admin_socket: socket.clone(),
+            sample_interval_ms: 200,
+            ..Config::default()
+        };
+        let runtime = augurd::daemon::runtime().expect("a tokio runtime");
+        let host = Host::new(config).expect("the host starts");
+        host.start_threads().expect("sampling threads start");
+        let bound = runtime
+            .block_on(AdminSocket::bind(&socket))
+            .expect("the admin socket binds");
+        let (stop, rx) = watch::channel(false);
+        runtime.spawn(bound.serve(host.clone(), rx));
+        Self {
+            host,
+            socket,
+            runtime,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    pub fn client(&self) -> AdminClient {
+        AdminClient::connect(&self.socket).expect("the admin socket accepts")
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.host.shutdown();
+    }
 }

@@ -2,9 +2,9 @@
 //! run time (iced-x86's code assembler), so there is no opaque blob in the repository.
 //!
 //! Register contract, set by the host before the first instruction (`boot::entry_regs`):
-//! `r8` = &progress[cpu], `r9` = &phase_over[cpu], `r10` = &quantum[cpu], `r11` = this vCPU's I/O
-//! area, `rbp` = this vCPU's working-set area, `r13` = random seed, `r15` = vCPU index.
-//! The program keeps `r12` = phase index, `rbx` = &phase_table[r12], `r14` = per-phase state.
+//! `r8 = &progress[cpu]`, `r9 = &phase_over[cpu]`, `r10 = &quantum[cpu]`, `r11` = this vCPU's
+//! I/O area, `rbp` = this vCPU's working-set area, `r13` = random seed, `r15` = vCPU index.
+//! The program keeps `r12` = phase index, `rbx = &phase_table[r12]`, `r14` = per-phase state.
 //!
 //! Each phase runs as a loop of quanta. After a quantum the guest bumps its progress counter and
 //! reports the work it did with `out PACE, eax` (units: iterations, pages or bytes). The host paces

@@ -206,7 +206,7 @@ impl VmSpec {
         })?;
         check(
             (MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib)
-                && self.memory_mib % 2 == 0,
+                && self.memory_mib.is_multiple_of(2),
             || {
                 format!(
                     "memory_mib {} must be even and within {MIN_MEMORY_MIB}..={MAX_MEMORY_MIB}",

@@ -353,10 +353,7 @@ mod tests {
             let mut reader = FrameReader::new();
             reader.push(&bytes);
             for _ in 0..bytes.len() + 1 {
-                match reader.next_sample() {
-                    Ok(None) => break,
-                    Ok(Some(_)) | Err(_) => {}
-                }
+                if let Ok(None) = reader.next_sample() { break }
             }
             prop_assert!(reader.buffered() <= bytes.len());
         }

@@ -131,15 +131,17 @@ fn parse(line: &[u8]) -> (u64, Result<Request, AdminError>) {
     let id = value.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
     match value.get("version").and_then(|v| v.as_u64()) {
         Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
-        Some(v) => return (
-            id,
-            Err(AdminError::new(
-                ErrorCode::UnsupportedVersion,
-                format!(
+        Some(v) => {
+            return (
+                id,
+                Err(AdminError::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!(
                     "protocol version {v} is not supported (this daemon speaks {PROTOCOL_VERSION})"
                 ),
-            )),
-        ),
+                )),
+            )
+        }
         None => {
             return (
                 id,

@@ -1,0 +1,75 @@
+//! The augurctl binary against an in-process augurd: output, exit codes, one-line errors.
+
+use augur_tests::{kvm_or_skip, TestDaemon};
+use augurd::config::Driver;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn augurctl(socket: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_augurctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("augurctl runs")
+}
+
+fn failure(output: &Output) -> String {
+    assert_eq!(output.status.code(), Some(1), "expected exit 1: {output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(stderr.lines().count(), 1, "one-line error: {stderr}");
+    assert!(stderr.starts_with("augurctl: error: "), "{stderr}");
+    stderr
+}
+
+#[test]
+fn no_daemon_is_a_clear_error() {
+    let stderr = failure(&augurctl(Path::new("/nonexistent/augurd.sock"), &["vms"]));
+    assert!(stderr.contains("augurd is not running"), "{stderr}");
+}
+
+#[test]
+fn status_json_and_errors_against_a_daemon() {
+    let daemon = TestDaemon::start(Driver::None);
+    let status = augurctl(&daemon.socket, &["status", "--json"]);
+    assert!(status.status.success(), "{status:?}");
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON output");
+    assert_eq!(json["type"], "status");
+    assert_eq!(json["driver"], "none");
+
+    let human = augurctl(&daemon.socket, &["status"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("driver          none"));
+
+    let stderr = failure(&augurctl(&daemon.socket, &["profile", "ghost"]));
+    assert!(stderr.contains("no VM with id or name \"ghost\" (unknown_vm)"), "{stderr}");
+
+    let stderr = failure(&augurctl(&daemon.socket, &["vm", "start", "/nonexistent/spec.toml"]));
+    assert!(stderr.contains("cannot read spec file /nonexistent/spec.toml"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"b\"\nmemory_mib = 3\n[[phase]]\nkind = \"idle\"\nseconds = 1\n").unwrap();
+    let stderr = failure(&augurctl(&daemon.socket, &["vm", "start", bad.to_str().unwrap()]));
+    assert!(stderr.contains("memory_mib") && stderr.contains("(invalid_spec)"), "{stderr}");
+}
+
+#[test]
+fn start_list_and_stop_a_microvm() {
+    if kvm_or_skip("start_list_and_stop_a_microvm").is_none() {
+        return;
+    }
+    let daemon = TestDaemon::start(Driver::Microvm);
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/specs/idle.toml");
+    let started = augurctl(&daemon.socket, &["vm", "start", spec]);
+    assert!(started.status.success(), "{started:?}");
+    assert_eq!(String::from_utf8_lossy(&started.stdout), "started VM 1 (idle)\n");
+    let vms = augurctl(&daemon.socket, &["vms"]);
+    let table = String::from_utf8_lossy(&vms.stdout).to_string();
+    assert!(table.contains(" idle ") && table.contains("running"), "{table}");
+    let listed = augurctl(&daemon.socket, &["vms", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(json["vms"][0]["name"], "idle");
+    let stopped = augurctl(&daemon.socket, &["vm", "stop", "idle"]);
+    assert_eq!(String::from_utf8_lossy(&stopped.stdout), "stopped VM 1 (idle)\n");
+    failure(&augurctl(&daemon.socket, &["vm", "stop", "idle"]));
+}
