@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every check and test of Augur on a fresh machine: installs what they need first.
+#   ./test.sh            everything
+#   FUZZ_SECONDS=0 ./test.sh   skip the fuzzing smoke run
+# Tests that need /dev/kvm, root or tracefs print "SKIPPED <test>: <reason>" where those are missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+command -v cargo >/dev/null || { echo "cargo is not installed (https://rustup.rs)"; exit 1; }
+cargo --version
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+step "format"
+cargo fmt --all -- --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+if [ "$FUZZ_SECONDS" != "0" ]; then
+  step "fuzzing smoke run (${FUZZ_SECONDS}s per target)"
+  if rustup toolchain list | grep -q '^nightly'; then
+    cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+    cargo run --quiet --locked -p augur-wire --example fuzz_seeds -- fuzz/corpus
+    for target in frame_decoder sample_payload; do
+      (cd fuzz && cargo +nightly fuzz run "$target" -- -max_total_time="$FUZZ_SECONDS" 2>&1 | tail -n 2)
+    done
+  else
+    echo "SKIPPED fuzzing: no nightly toolchain (rustup toolchain install nightly)"
+  fi
+fi
+
+step "tests"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked -- --show-output 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+grep -h '^SKIPPED' "$log" | sort -u || true
+passed=$(grep -o '[0-9]* passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -o '[0-9]* failed' "$log" | awk '{s+=$1} END {print s+0}')
+echo
+echo "$passed passed, $failed failed"
+exit "$status"
