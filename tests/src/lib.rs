@@ -3,15 +3,15 @@
 
 use augur_admin::AdminClient;
 use augur_microvm::{CountingSwitch, MicroVm, VmOptions, VmSpec};
+use augur_wire::{Metric, Sample, Source};
 use augurd::config::{Config, Driver};
 use augurd::host::Host;
 use augurd::server::AdminSocket;
-use std::path::PathBuf;
-use tokio::sync::watch;
-use augur_wire::{Metric, Sample, Source};
 use kvm_ioctls::Kvm;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// KVM, or `None` after printing why the calling test is skipped.
 pub fn kvm_or_skip(test: &str) -> Option<Kvm> {

@@ -41,16 +41,35 @@ fn status_json_and_errors_against_a_daemon() {
     assert!(String::from_utf8_lossy(&human.stdout).contains("driver          none"));
 
     let stderr = failure(&augurctl(&daemon.socket, &["profile", "ghost"]));
-    assert!(stderr.contains("no VM with id or name \"ghost\" (unknown_vm)"), "{stderr}");
+    assert!(
+        stderr.contains("no VM with id or name \"ghost\" (unknown_vm)"),
+        "{stderr}"
+    );
 
-    let stderr = failure(&augurctl(&daemon.socket, &["vm", "start", "/nonexistent/spec.toml"]));
-    assert!(stderr.contains("cannot read spec file /nonexistent/spec.toml"), "{stderr}");
+    let stderr = failure(&augurctl(
+        &daemon.socket,
+        &["vm", "start", "/nonexistent/spec.toml"],
+    ));
+    assert!(
+        stderr.contains("cannot read spec file /nonexistent/spec.toml"),
+        "{stderr}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "name = \"b\"\nmemory_mib = 3\n[[phase]]\nkind = \"idle\"\nseconds = 1\n").unwrap();
-    let stderr = failure(&augurctl(&daemon.socket, &["vm", "start", bad.to_str().unwrap()]));
-    assert!(stderr.contains("memory_mib") && stderr.contains("(invalid_spec)"), "{stderr}");
+    std::fs::write(
+        &bad,
+        "name = \"b\"\nmemory_mib = 3\n[[phase]]\nkind = \"idle\"\nseconds = 1\n",
+    )
+    .unwrap();
+    let stderr = failure(&augurctl(
+        &daemon.socket,
+        &["vm", "start", bad.to_str().unwrap()],
+    ));
+    assert!(
+        stderr.contains("memory_mib") && stderr.contains("(invalid_spec)"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -59,17 +78,29 @@ fn start_list_and_stop_a_microvm() {
         return;
     }
     let daemon = TestDaemon::start(Driver::Microvm);
-    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/specs/idle.toml");
+    let spec = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/specs/idle.toml"
+    );
     let started = augurctl(&daemon.socket, &["vm", "start", spec]);
     assert!(started.status.success(), "{started:?}");
-    assert_eq!(String::from_utf8_lossy(&started.stdout), "started VM 1 (idle)\n");
+    assert_eq!(
+        String::from_utf8_lossy(&started.stdout),
+        "started VM 1 (idle)\n"
+    );
     let vms = augurctl(&daemon.socket, &["vms"]);
     let table = String::from_utf8_lossy(&vms.stdout).to_string();
-    assert!(table.contains(" idle ") && table.contains("running"), "{table}");
+    assert!(
+        table.contains(" idle ") && table.contains("running"),
+        "{table}"
+    );
     let listed = augurctl(&daemon.socket, &["vms", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(json["vms"][0]["name"], "idle");
     let stopped = augurctl(&daemon.socket, &["vm", "stop", "idle"]);
-    assert_eq!(String::from_utf8_lossy(&stopped.stdout), "stopped VM 1 (idle)\n");
+    assert_eq!(
+        String::from_utf8_lossy(&stopped.stdout),
+        "stopped VM 1 (idle)\n"
+    );
     failure(&augurctl(&daemon.socket, &["vm", "stop", "idle"]));
 }

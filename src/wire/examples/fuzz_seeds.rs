@@ -9,7 +9,11 @@ use augur_wire::{Metric, Sample, Source};
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
+    let root = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "fuzz/corpus".into()),
+    );
     let frames = root.join("frame_decoder");
     let payloads = root.join("sample_payload");
     std::fs::create_dir_all(&frames)?;
