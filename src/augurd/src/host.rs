@@ -71,6 +71,9 @@ pub struct Host {
     started: Instant,
     stop: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Held for a whole VM start, so two starts cannot both take one name, and shutdown waits
+    /// for a start in flight.
+    starting: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -148,6 +151,7 @@ impl Host {
             started: Instant::now(),
             stop: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
+            starting: Mutex::new(()),
         }))
     }
 
@@ -259,6 +263,9 @@ impl Host {
                 Err(RecvTimeoutError::Timeout) if !self.stop.load(Ordering::Acquire) => continue,
                 Err(_) => return,
             };
+            // Lock order everywhere: vms, then profiler (admin handlers hold vms while they
+            // read windows), so the live set is taken before the profiler is locked.
+            let live: Vec<VmId> = lock(&self.vms).keys().copied().collect();
             let mut profiler = lock(&self.profiler);
             loop {
                 match reader.read(|s| s.to_sample()) {
@@ -271,7 +278,6 @@ impl Host {
                 }
             }
             self.ring_lost.store(reader.lost(), Ordering::Relaxed);
-            let live: Vec<VmId> = lock(&self.vms).keys().copied().collect();
             for vm in profiler.vms().collect::<Vec<_>>() {
                 if !live.contains(&vm) {
                     profiler.remove(vm);
@@ -291,6 +297,13 @@ impl Host {
                 "this host runs no microVMs (KVM is unusable or driver = \"none\")",
             )
         })?;
+        let _starting = lock(&self.starting);
+        if self.stop.load(Ordering::Acquire) {
+            return Err(AdminError::new(
+                ErrorCode::Unavailable,
+                "augurd is shutting down",
+            ));
+        }
         if lock(&self.vms)
             .values()
             .any(|m| m.vm.spec().name == spec.name)
@@ -386,7 +399,10 @@ impl Host {
         for thread in lock(&self.threads).drain(..) {
             let _ = thread.join();
         }
-        let vms = std::mem::take(&mut *lock(&self.vms));
+        let vms = {
+            let _no_start_in_flight = lock(&self.starting);
+            std::mem::take(&mut *lock(&self.vms))
+        };
         for (id, mut managed) in vms {
             self.switch.detach(id);
             managed.vm.stop();

@@ -14,6 +14,16 @@ const MAX_COMPUTE_QUANTUM: u64 = 1 << 24;
 /// How long one HLT of an idle phase lasts.
 pub const IDLE_TICK: Duration = Duration::from_millis(10);
 
+/// Seconds as a duration, saturating: a huge or non-finite figure means "a long time", never a
+/// panic (the sleep is capped at the end of the phase anyway).
+fn seconds(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or(if secs > 0.0 {
+        Duration::MAX
+    } else {
+        Duration::ZERO
+    })
+}
+
 /// What the vCPU thread does after the guest reports a quantum.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PaceDecision {
@@ -87,7 +97,7 @@ impl Pacer {
                     let next = (self.quantum as f64 + scaled) / 2.0;
                     self.quantum = (next as u64).clamp(16, MAX_COMPUTE_QUANTUM);
                 }
-                Duration::from_secs_f64(self.busy.as_secs_f64() / load).saturating_sub(elapsed)
+                seconds(self.busy.as_secs_f64() / load).saturating_sub(elapsed)
             }
             Target::Rate(rate) => {
                 if !self.rate_paced_by_request
@@ -96,7 +106,7 @@ impl Pacer {
                 {
                     self.quantum /= 2;
                 }
-                Duration::from_secs_f64(self.units / rate).saturating_sub(elapsed)
+                seconds(self.units / rate).saturating_sub(elapsed)
             }
         };
         self.finish(now, sleep)
@@ -173,6 +183,15 @@ mod tests {
         idle.start(&plan(Target::Idle, 1, 0), 0, MS(0));
         assert_eq!(idle.on_halt(MS(500)).sleep, IDLE_TICK);
         assert!(idle.on_halt(MS(995)).phase_over);
+    }
+
+    #[test]
+    fn absurd_figures_saturate_instead_of_panicking() {
+        let mut p = Pacer::default();
+        p.start(&plan(Target::Rate(1e-300), 5, 1), 0, MS(0));
+        let d = p.on_quantum(u64::MAX, MS(1), MS(10));
+        assert_eq!(d.sleep, MS(4990));
+        assert!(d.phase_over);
     }
 
     #[test]

@@ -236,8 +236,8 @@ impl VmSpec {
             match phase {
                 PhaseKind::Idle { .. } => {}
                 PhaseKind::Compute { load, .. } | PhaseKind::FpCompute { load, .. } => {
-                    check(load.is_finite() && *load > 0.0 && *load <= 1.0, || {
-                        format!("phase {n}: load {load} must be within (0, 1]")
+                    check(load.is_finite() && *load >= 0.01 && *load <= 1.0, || {
+                        format!("phase {n}: load {load} must be within 0.01..=1")
                     })?;
                 }
                 PhaseKind::Memory {
@@ -258,10 +258,10 @@ impl VmSpec {
                     })?;
                     check(
                         touch_mib_per_s.is_finite()
-                            && *touch_mib_per_s > 0.0
+                            && *touch_mib_per_s >= 0.01
                             && *touch_mib_per_s <= 65_536.0,
                         || {
-                            format!("phase {n}: touch_mib_per_s {touch_mib_per_s} must be within (0, 65536]")
+                            format!("phase {n}: touch_mib_per_s {touch_mib_per_s} must be within 0.01..=65536")
                         },
                     )?;
                     check((0.0..=1.0).contains(write_fraction), || {

@@ -153,8 +153,6 @@ pub struct MicroVm {
     id: VmId,
     spec: VmSpec,
     plans: Arc<[PhasePlan]>,
-    mem: Arc<GuestMemory>,
-    _vm: Arc<VmFd>,
     counters: Arc<VmCounters>,
     dirty: Arc<DirtyTracker>,
     stop: Arc<AtomicBool>,
@@ -164,6 +162,9 @@ pub struct MicroVm {
     fp_degraded: bool,
     disk_path: PathBuf,
     stopped: bool,
+    _vm: Arc<VmFd>,
+    /// Declared last so it is dropped last: KVM still maps it while the VM fd is open.
+    mem: Arc<GuestMemory>,
 }
 
 fn create_disk(path: &Path, size: u64) -> Result<File, VmError> {
@@ -180,6 +181,24 @@ fn create_disk(path: &Path, size: u64) -> Result<File, VmError> {
         .map_err(err)?;
     file.set_len(size).map_err(err)?;
     Ok(file)
+}
+
+/// Removes a VM's disk file if the VM fails to start after creating it.
+#[derive(Debug)]
+struct DiskFileGuard(Option<PathBuf>);
+
+impl DiskFileGuard {
+    fn keep(mut self) -> PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for DiskFileGuard {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn current_tid() -> u32 {
@@ -232,6 +251,7 @@ impl MicroVm {
         let disk_path = options.data_dir.join(format!("vm-{id}-{}.disk", spec.name));
         let disk_size = options.disk_mib << 20;
         let disk_file = Arc::new(create_disk(&disk_path, disk_size)?);
+        let disk_guard = DiskFileGuard(Some(disk_path));
 
         let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).ok();
         let mut fds = Vec::new();
@@ -306,8 +326,21 @@ impl MicroVm {
                         warn!(vm = id, cpu, reason, "vCPU stopped");
                     }
                     *thread_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
-                })
-                .map_err(VmError::Thread)?;
+                });
+            let thread = match thread {
+                Ok(thread) => thread,
+                Err(error) => {
+                    // Do not leave the vCPUs already running without an owner.
+                    stop.store(true, Ordering::Release);
+                    for handle in vcpus
+                        .iter_mut()
+                        .filter_map(|v: &mut VcpuHandle| v.thread.take())
+                    {
+                        let _ = handle.join();
+                    }
+                    return Err(VmError::Thread(error));
+                }
+            };
             vcpus.push(VcpuHandle {
                 thread: Some(thread),
                 end,
@@ -321,8 +354,8 @@ impl MicroVm {
             id,
             spec,
             plans,
-            mem,
             _vm: vm,
+            mem,
             counters,
             dirty,
             stop,
@@ -330,7 +363,7 @@ impl MicroVm {
             stats,
             started: epoch,
             fp_degraded,
-            disk_path,
+            disk_path: disk_guard.keep(),
             stopped: false,
         })
     }

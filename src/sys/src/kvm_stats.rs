@@ -15,6 +15,8 @@ const HEADER_LEN: usize = 24;
 const DESC_FIXED_LEN: usize = 16;
 const MAX_DESCRIPTORS: u32 = 4096;
 const MAX_NAME: u32 = 256;
+/// The kernel's data block is a few KiB; a larger claim means a malformed file.
+const MAX_DATA_LEN: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KvmStatsError {
@@ -133,7 +135,13 @@ impl KvmStats {
                     "descriptor with bad size or offset",
                 ));
             }
-            data_len = data_len.max(offset + size * 8);
+            let end = offset.saturating_add(size.saturating_mul(8));
+            if end > MAX_DATA_LEN {
+                return Err(KvmStatsError::Malformed(
+                    "descriptor points past any plausible data block",
+                ));
+            }
+            data_len = data_len.max(end);
             descriptors.push(Descriptor {
                 name,
                 kind,

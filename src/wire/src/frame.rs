@@ -213,10 +213,19 @@ impl FrameReader {
             }
             Err(FrameError::Incomplete { .. }) => Ok(None),
             Err(error) => {
+                // Drop up to the next whole magic; with none, keep a tail that may be the start
+                // of one, so the frame after a bad one survives however the bytes were chunked.
+                let len = self.buf.len();
                 let skip = self.buf[1..]
                     .windows(MAGIC.len())
                     .position(|w| w == MAGIC)
-                    .map_or(self.buf.len(), |p| p + 1);
+                    .map(|p| p + 1)
+                    .unwrap_or_else(|| {
+                        (1..MAGIC.len())
+                            .rev()
+                            .find(|&k| k < len && self.buf[len - k..] == MAGIC[..k])
+                            .map_or(len, |k| len - k)
+                    });
                 self.buf.drain(..skip);
                 Err(error)
             }
@@ -304,6 +313,21 @@ mod tests {
         assert!(reader.next_sample().is_err());
         assert_eq!(reader.next_sample().unwrap(), Some(sample()));
         assert_eq!(reader.next_sample().unwrap(), None);
+    }
+
+    #[test]
+    fn resync_keeps_a_partial_magic_at_the_end_of_the_buffer() {
+        let mut good = Vec::new();
+        encode_sample(&sample(), &mut good).unwrap();
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let mut reader = FrameReader::new();
+        reader.push(&bad);
+        reader.push(&good[..2]); // "AU" of the next frame arrives with the bad one
+        assert!(reader.next_sample().is_err());
+        reader.push(&good[2..]);
+        assert_eq!(reader.next_sample().unwrap(), Some(sample()));
     }
 
     fn arb_sample() -> impl Strategy<Value = Sample> {

@@ -22,6 +22,9 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
 pub const MAX_CONNECTIONS: usize = 64;
+/// After refusing an oversized line: how much more of it to read and drop, and for how long.
+const LINGER_BYTES: u64 = 4 * MAX_LINE as u64;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 /// Request types this build knows, to tell an unknown request from a malformed one.
 const KNOWN_REQUESTS: [&str; 5] = ["status", "vms", "profile", "vm_start", "vm_stop"];
 
@@ -227,6 +230,13 @@ async fn serve_connection(stream: UnixStream, host: Arc<Host>) -> std::io::Resul
             write
                 .write_all(reply_line(0, Err(error)).as_bytes())
                 .await?;
+            write.shutdown().await?;
+            // Lingering close: let the client finish sending (up to a bound, briefly) so that
+            // its write does not fail before it reads the reply.
+            let mut rest = (&mut reader).take(LINGER_BYTES);
+            let mut sink = tokio::io::sink();
+            let drain = tokio::io::copy(&mut rest, &mut sink);
+            let _ = tokio::time::timeout(LINGER_TIME, drain).await;
             return Ok(());
         }
         if line.iter().all(u8::is_ascii_whitespace) {
