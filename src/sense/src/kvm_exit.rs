@@ -276,19 +276,7 @@ impl TracepointSource {
             Some(n) => sample.push(Metric::KvmExitTracepoint, n),
             None => sample.push_unavailable(Metric::KvmExitTracepoint),
         };
-        for metric in [
-            Metric::ExitIo,
-            Metric::ExitMmio,
-            Metric::ExitHlt,
-            Metric::ExitPageFault,
-            Metric::ExitExternalInterrupt,
-            Metric::ExitMsr,
-            Metric::ExitCpuid,
-            Metric::ExitShutdown,
-            Metric::ExitInternalError,
-            Metric::ExitDirtyRingFull,
-            Metric::ExitOther,
-        ] {
+        for metric in Metric::EXIT_REASONS {
             sample.push(metric, self.reasons.0.get(&metric).copied().unwrap_or(0));
         }
         sample

@@ -10,21 +10,6 @@ use std::time::Duration;
 const PAGE_BYTES: f64 = 4096.0;
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Exit metrics that make up the exit-reason mix, in display order.
-const EXIT_REASONS: [Metric; 11] = [
-    Metric::ExitIo,
-    Metric::ExitMmio,
-    Metric::ExitHlt,
-    Metric::ExitPageFault,
-    Metric::ExitExternalInterrupt,
-    Metric::ExitMsr,
-    Metric::ExitCpuid,
-    Metric::ExitShutdown,
-    Metric::ExitInternalError,
-    Metric::ExitDirtyRingFull,
-    Metric::ExitOther,
-];
-
 /// PMU and software perf events reported in a window.
 const PERF_EVENTS: [Metric; 9] = [
     Metric::TaskClockNs,
@@ -107,9 +92,9 @@ impl Window {
             trace
         };
         let mut exit_mix = BTreeMap::new();
-        let exits = sum(EXIT_REASONS.iter().map(|m| get(exit_source, *m)));
+        let exits = sum(Metric::EXIT_REASONS.iter().map(|m| get(exit_source, *m)));
         if let Some(total) = exits.filter(|t| *t > 0.0) {
-            for metric in EXIT_REASONS {
+            for metric in Metric::EXIT_REASONS {
                 if let Some(rate) = get(exit_source, metric).filter(|r| *r > 0.0) {
                     exit_mix.insert(metric.label().to_string(), rate / total);
                 }

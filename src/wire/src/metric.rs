@@ -163,6 +163,21 @@ codes! {
 }
 
 impl Metric {
+    /// Every exit-reason metric, in display order: the exit mix of a profile is made of these.
+    pub const EXIT_REASONS: [Metric; 11] = [
+        Metric::ExitIo,
+        Metric::ExitMmio,
+        Metric::ExitHlt,
+        Metric::ExitPageFault,
+        Metric::ExitExternalInterrupt,
+        Metric::ExitMsr,
+        Metric::ExitCpuid,
+        Metric::ExitShutdown,
+        Metric::ExitInternalError,
+        Metric::ExitDirtyRingFull,
+        Metric::ExitOther,
+    ];
+
     /// Whether the value is a level rather than a running total.
     pub fn is_gauge(self) -> bool {
         matches!(
