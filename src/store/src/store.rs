@@ -1,0 +1,803 @@
+//! The store proper: open and recover, append, checkpoint, read, retain.
+
+use crate::block;
+use crate::catalog::{Catalog, SeriesInfo};
+use crate::log_file::{read_log, read_record_at, sync_dir, LogKind, LogWriter, RECORD_HEADER_LEN};
+use crate::types::*;
+use crate::wal::{self, WalPoint};
+use crate::StoreError;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tracing::warn;
+
+const MAX_METRIC_LEN: usize = 128;
+
+/// When appended points become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every append is synced before it returns.
+    EveryAppend,
+    /// Appends are durable after the next [`Store::sync`].
+    Manual,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// Points per sealed block.
+    pub block_points: usize,
+    /// A segment file is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// A checkpoint runs when the WAL passes this size.
+    pub wal_checkpoint_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Manual,
+            block_points: 4096,
+            segment_bytes: 64 << 20,
+            wal_checkpoint_bytes: 16 << 20,
+        }
+    }
+}
+
+/// What opening the store found and did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OpenReport {
+    pub segments: usize,
+    pub blocks: usize,
+    /// Byte ranges skipped as corrupt, per file.
+    pub corrupt: Vec<(String, u64, u64)>,
+    /// Bytes cut from the ends of files (writes a crash cut short).
+    pub torn_tail_bytes: u64,
+    /// Blocks whose header did not parse.
+    pub bad_blocks: usize,
+    pub wal_points_replayed: usize,
+    /// WAL points already sealed in blocks before the crash.
+    pub wal_points_already_sealed: usize,
+    pub catalog_records_skipped: usize,
+    pub recovery_ms: f64,
+}
+
+impl OpenReport {
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty() && self.bad_blocks == 0 && self.catalog_records_skipped == 0
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StoreStats {
+    pub bytes_on_disk: u64,
+    pub series: usize,
+    pub vms: usize,
+    pub samples: u64,
+    pub sealed_samples: u64,
+    pub oldest_ns: Option<i64>,
+    pub newest_ns: Option<i64>,
+    /// Bytes of sealed blocks per sealed sample.
+    pub bytes_per_sample: Option<f64>,
+    pub segments: usize,
+    pub events: usize,
+    /// Blocks that failed their checksum or decoding at read time (skipped).
+    pub read_errors: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BlockRef {
+    segment: u32,
+    offset: u64,
+    len: u32,
+    min_ts: i64,
+    max_ts: i64,
+    count: u32,
+}
+
+#[derive(Debug, Default)]
+struct Head {
+    ts: Vec<i64>,
+    bits: Vec<u64>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    file: File,
+    bytes: u64,
+    max_ts: i64,
+}
+
+/// The store. Not internally synchronised: the daemon wraps it in a lock.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    options: StoreOptions,
+    catalog: Catalog,
+    wal: LogWriter,
+    wal_gen: u64,
+    segments: BTreeMap<u32, Segment>,
+    current: LogWriter,
+    current_id: u32,
+    index: HashMap<u32, Vec<BlockRef>>,
+    heads: HashMap<u32, Head>,
+    last_ts: HashMap<u32, i64>,
+    events: LogWriter,
+    event_index: Vec<(i64, u64, u32)>,
+    report: OpenReport,
+    read_errors: std::cell::Cell<u64>,
+    scratch: Vec<u8>,
+}
+
+fn numbered(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut found = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| StoreError::Invalid(format!("cannot read {}: {e}", dir.display())))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(n) = name
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix(".log"))
+        {
+            if let Ok(n) = n.parse::<u64>() {
+                found.push((n, entry.path()));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn open_file(path: &Path) -> Result<File, StoreError> {
+    File::open(path).map_err(|source| {
+        StoreError::Log(crate::log_file::LogError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, recovering from whatever a crash left.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let started = Instant::now();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+        if options.block_points < 2 || options.block_points > 1 << 20 {
+            return Err(StoreError::Invalid(
+                "block_points must be within 2..=1048576".into(),
+            ));
+        }
+        let mut report = OpenReport::default();
+        let catalog = Catalog::open(&dir.join("catalog.log"))?;
+        report.catalog_records_skipped = catalog.skipped_records;
+
+        // Sealed blocks: index every block whose record checks out and whose header parses.
+        let mut segments = BTreeMap::new();
+        let mut index: HashMap<u32, Vec<BlockRef>> = HashMap::new();
+        let mut last_ts: HashMap<u32, i64> = HashMap::new();
+        let seg_files = numbered(dir, "seg-")?;
+        let mut current = None;
+        for (i, (id, path)) in seg_files.iter().enumerate() {
+            let (records, scan) = read_log(path, LogKind::Segment)?;
+            for (from, to) in &scan.corrupt {
+                report
+                    .corrupt
+                    .push((path.display().to_string(), *from, *to));
+            }
+            report.torn_tail_bytes += scan.torn_tail;
+            let mut max_ts = i64::MIN;
+            for record in records {
+                match block::header(&record.payload) {
+                    Ok(h) if (h.series as usize) < catalog.series.len() => {
+                        index.entry(h.series).or_default().push(BlockRef {
+                            segment: *id as u32,
+                            offset: record.offset,
+                            len: record.payload.len() as u32,
+                            min_ts: h.min_ts,
+                            max_ts: h.max_ts,
+                            count: h.count,
+                        });
+                        let last = last_ts.entry(h.series).or_insert(i64::MIN);
+                        *last = (*last).max(h.max_ts);
+                        max_ts = max_ts.max(h.max_ts);
+                        report.blocks += 1;
+                    }
+                    _ => report.bad_blocks += 1,
+                }
+            }
+            let is_last = i + 1 == seg_files.len();
+            if is_last {
+                current = Some((*id as u32, LogWriter::append_to(path, scan.good_end)?));
+            }
+            segments.insert(
+                *id as u32,
+                Segment {
+                    path: path.clone(),
+                    file: open_file(path)?,
+                    bytes: scan.good_end,
+                    max_ts,
+                },
+            );
+        }
+        for blocks in index.values_mut() {
+            blocks.sort_by_key(|b| b.min_ts);
+        }
+        report.segments = segments.len();
+        let (current_id, current) = match current {
+            Some(c) => c,
+            None => {
+                let path = dir.join(format!("seg-{:08}.log", 1));
+                let writer = LogWriter::create(&path, LogKind::Segment)?;
+                segments.insert(
+                    1,
+                    Segment {
+                        file: open_file(&path)?,
+                        path,
+                        bytes: writer.len(),
+                        max_ts: i64::MIN,
+                    },
+                );
+                (1, writer)
+            }
+        };
+
+        // The WAL: replay every generation in order; points already sealed are skipped.
+        let wal_files = numbered(dir, "wal-")?;
+        let mut heads: HashMap<u32, Head> = HashMap::new();
+        for (_, path) in &wal_files {
+            let (records, scan) = read_log(path, LogKind::Wal)?;
+            for (from, to) in &scan.corrupt {
+                report
+                    .corrupt
+                    .push((path.display().to_string(), *from, *to));
+            }
+            report.torn_tail_bytes += scan.torn_tail;
+            for record in records {
+                let Ok(points) = wal::decode(&record.payload) else {
+                    report
+                        .corrupt
+                        .push((path.display().to_string(), record.offset, record.offset));
+                    continue;
+                };
+                for p in points {
+                    if (p.series as usize) >= catalog.series.len() {
+                        continue;
+                    }
+                    let last = last_ts.entry(p.series).or_insert(i64::MIN);
+                    if p.ts <= *last {
+                        report.wal_points_already_sealed += 1;
+                        continue;
+                    }
+                    *last = p.ts;
+                    let head = heads.entry(p.series).or_default();
+                    head.ts.push(p.ts);
+                    head.bits.push(p.bits);
+                    report.wal_points_replayed += 1;
+                }
+            }
+        }
+        let (wal_gen, wal) = match wal_files.last() {
+            Some((gen, path)) => {
+                let (_, scan) = read_log(path, LogKind::Wal)?;
+                (*gen, LogWriter::append_to(path, scan.good_end)?)
+            }
+            None => (
+                1,
+                LogWriter::create(&dir.join(format!("wal-{:08}.log", 1)), LogKind::Wal)?,
+            ),
+        };
+        // Older generations are only left by a crash mid-checkpoint; their points are in heads now.
+        let stale_wals: Vec<PathBuf> = wal_files
+            .iter()
+            .rev()
+            .skip(1)
+            .map(|(_, p)| p.clone())
+            .collect();
+
+        let events_path = dir.join("events.log");
+        let (events, event_index) = if events_path.exists() {
+            let (records, scan) = read_log(&events_path, LogKind::Events)?;
+            for (from, to) in &scan.corrupt {
+                report
+                    .corrupt
+                    .push((events_path.display().to_string(), *from, *to));
+            }
+            report.torn_tail_bytes += scan.torn_tail;
+            let index = records
+                .iter()
+                .filter_map(|r| {
+                    let event: Event = serde_json::from_slice(&r.payload).ok()?;
+                    Some((event.ts_ns, r.offset, r.payload.len() as u32))
+                })
+                .collect();
+            (LogWriter::append_to(&events_path, scan.good_end)?, index)
+        } else {
+            (
+                LogWriter::create(&events_path, LogKind::Events)?,
+                Vec::new(),
+            )
+        };
+
+        let mut store = Self {
+            dir: dir.to_path_buf(),
+            options,
+            catalog,
+            wal,
+            wal_gen,
+            segments,
+            current,
+            current_id,
+            index,
+            heads,
+            last_ts,
+            events,
+            event_index,
+            report,
+            read_errors: std::cell::Cell::new(0),
+            scratch: Vec::new(),
+        };
+        if !stale_wals.is_empty() {
+            store.checkpoint()?;
+            for path in stale_wals {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        store.report.recovery_ms = started.elapsed().as_secs_f64() * 1e3;
+        if !store.report.is_clean() {
+            warn!(report = ?store.report, "store opened with damage skipped");
+        }
+        Ok(store)
+    }
+
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Registers (or updates) a VM; series can only be written for registered VMs.
+    pub fn register_vm(&mut self, meta: VmMeta) -> Result<(), StoreError> {
+        self.catalog.register_vm(meta)
+    }
+
+    pub fn vms(&self) -> impl Iterator<Item = &VmMeta> {
+        self.catalog.vms.values()
+    }
+
+    pub fn series_of(&self, vm: VmId) -> impl Iterator<Item = &SeriesInfo> {
+        self.catalog.of_vm(vm)
+    }
+
+    fn check(&mut self, index: usize, s: &Sample<'_>) -> Result<u32, RejectReason> {
+        if s.metric.is_empty() || s.metric.len() > MAX_METRIC_LEN {
+            return Err(RejectReason::BadMetric);
+        }
+        if let Value::F64(v) = s.value {
+            if !v.is_finite() {
+                return Err(RejectReason::NonFinite);
+            }
+        }
+        if !self.catalog.vms.contains_key(&s.vm) {
+            return Err(RejectReason::UnknownVm);
+        }
+        let _ = index;
+        let info = match self.catalog.lookup(s.vm, s.metric) {
+            Some(info) => info.clone(),
+            None => self
+                .catalog
+                .get_or_create(s.vm, s.metric, s.value.kind())
+                .map_err(|_| RejectReason::BadMetric)?,
+        };
+        if info.kind != s.value.kind() {
+            return Err(RejectReason::WrongKind {
+                expected: info.kind,
+            });
+        }
+        if let Some(last) = self.last_ts.get(&info.id) {
+            if s.ts_ns <= *last {
+                return Err(RejectReason::OutOfOrder { last_ns: *last });
+            }
+        }
+        Ok(info.id)
+    }
+
+    /// Appends a batch. Bad points are rejected one by one (and reported); the rest are written
+    /// as one WAL record. On an I/O error (a full disk) nothing of the batch is kept.
+    pub fn append(&mut self, batch: &[Sample<'_>]) -> Result<AppendReport, StoreError> {
+        let mut report = AppendReport::default();
+        let mut points = Vec::with_capacity(batch.len());
+        // Timestamps accepted within this batch, so a batch cannot go back in time either.
+        let mut pending_last: HashMap<u32, i64> = HashMap::new();
+        for (i, s) in batch.iter().enumerate() {
+            let checked = self
+                .check(i, s)
+                .and_then(|series| match pending_last.get(&series) {
+                    Some(last) if s.ts_ns <= *last => {
+                        Err(RejectReason::OutOfOrder { last_ns: *last })
+                    }
+                    _ => Ok(series),
+                });
+            match checked {
+                Ok(series) => {
+                    pending_last.insert(series, s.ts_ns);
+                    points.push(WalPoint {
+                        series,
+                        ts: s.ts_ns,
+                        bits: s.value.bits(),
+                    });
+                }
+                Err(reason) => report.rejected.push(Rejection {
+                    index: i,
+                    vm: s.vm,
+                    metric: s.metric.to_string(),
+                    ts_ns: s.ts_ns,
+                    reason,
+                }),
+            }
+        }
+        if points.is_empty() {
+            return Ok(report);
+        }
+        let mut payload = std::mem::take(&mut self.scratch);
+        wal::encode(&points, &mut payload);
+        let written = self.wal.append(&[&payload]);
+        self.scratch = payload;
+        written?;
+        if self.options.durability == Durability::EveryAppend {
+            self.wal.sync()?;
+        }
+        for p in &points {
+            self.last_ts.insert(p.series, p.ts);
+            let head = self.heads.entry(p.series).or_default();
+            head.ts.push(p.ts);
+            head.bits.push(p.bits);
+        }
+        report.written = points.len();
+        let full: Vec<u32> = points
+            .iter()
+            .map(|p| p.series)
+            .filter(|s| {
+                self.heads
+                    .get(s)
+                    .is_some_and(|h| h.ts.len() >= self.options.block_points)
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for series in full {
+            self.seal(series)?;
+        }
+        if self.wal.len() > self.options.wal_checkpoint_bytes {
+            self.checkpoint()?;
+        }
+        Ok(report)
+    }
+
+    /// Makes every appended point durable.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.wal.sync()?;
+        Ok(())
+    }
+
+    /// Seals one series' head into a block in the current segment.
+    fn seal(&mut self, series: u32) -> Result<(), StoreError> {
+        let Some(head) = self.heads.get(&series) else {
+            return Ok(());
+        };
+        if head.ts.is_empty() {
+            return Ok(());
+        }
+        let kind = self.catalog.series[series as usize].kind;
+        let bytes = block::encode(series, kind, &head.ts, &head.bits)?;
+        let offsets = self.current.append(&[&bytes])?;
+        let head = self.heads.remove(&series).unwrap_or_default();
+        let r = BlockRef {
+            segment: self.current_id,
+            offset: offsets[0],
+            len: bytes.len() as u32,
+            min_ts: head.ts[0],
+            max_ts: head.ts[head.ts.len() - 1],
+            count: head.ts.len() as u32,
+        };
+        let segment = self
+            .segments
+            .get_mut(&self.current_id)
+            .ok_or_else(|| StoreError::Internal("current segment missing".into()))?;
+        segment.bytes = self.current.len();
+        segment.max_ts = segment.max_ts.max(r.max_ts);
+        self.index.entry(series).or_default().push(r);
+        if self.current.len() > self.options.segment_bytes {
+            self.rotate_segment()?;
+        }
+        Ok(())
+    }
+
+    fn rotate_segment(&mut self) -> Result<(), StoreError> {
+        self.current.sync()?;
+        let id = self.current_id + 1;
+        let path = self.dir.join(format!("seg-{id:08}.log"));
+        self.current = LogWriter::create(&path, LogKind::Segment)?;
+        self.segments.insert(
+            id,
+            Segment {
+                file: open_file(&path)?,
+                path,
+                bytes: self.current.len(),
+                max_ts: i64::MIN,
+            },
+        );
+        self.current_id = id;
+        Ok(())
+    }
+
+    /// Seals every head, makes the blocks durable and starts an empty WAL.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let series: Vec<u32> = self.heads.keys().copied().collect();
+        for s in series {
+            self.seal(s)?;
+        }
+        self.current.sync()?;
+        let old = self.wal.path().to_path_buf();
+        let gen = self.wal_gen + 1;
+        let wal = LogWriter::create(&self.dir.join(format!("wal-{gen:08}.log")), LogKind::Wal)?;
+        self.wal = wal;
+        self.wal_gen = gen;
+        std::fs::remove_file(&old)
+            .map_err(|e| StoreError::Internal(format!("cannot remove {}: {e}", old.display())))?;
+        sync_dir(&old)?;
+        Ok(())
+    }
+
+    /// Checkpoints and closes.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.checkpoint()?;
+        self.events.sync()?;
+        Ok(())
+    }
+
+    fn read_block(&self, r: &BlockRef) -> Option<(Vec<i64>, Vec<u64>)> {
+        let segment = self.segments.get(&r.segment)?;
+        let result = read_record_at(&segment.file, &segment.path, r.offset, r.len as usize)
+            .ok()
+            .flatten()
+            .and_then(|payload| block::decode(&payload).ok());
+        match result {
+            Some((_, ts, bits)) => Some((ts, bits)),
+            None => {
+                self.read_errors.set(self.read_errors.get() + 1);
+                warn!(segment = %segment.path.display(), offset = r.offset, "corrupt block skipped");
+                None
+            }
+        }
+    }
+
+    /// Points of (vm, metric) with `from <= ts < to`, oldest first.
+    pub fn read_range(&self, vm: VmId, metric: &str, from: i64, to: i64) -> Vec<Point> {
+        let Some(info) = self.catalog.lookup(vm, metric) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let push = |out: &mut Vec<Point>, ts: &[i64], bits: &[u64]| {
+            let start = ts.partition_point(|t| *t < from);
+            let end = ts.partition_point(|t| *t < to);
+            out.extend((start..end).map(|i| Point {
+                ts_ns: ts[i],
+                value: Value::from_bits(info.kind, bits[i]),
+            }));
+        };
+        if let Some(blocks) = self.index.get(&info.id) {
+            for r in blocks.iter().filter(|r| r.max_ts >= from && r.min_ts < to) {
+                if let Some((ts, bits)) = self.read_block(r) {
+                    push(&mut out, &ts, &bits);
+                }
+            }
+        }
+        if let Some(head) = self.heads.get(&info.id) {
+            push(&mut out, &head.ts, &head.bits);
+        }
+        out
+    }
+
+    /// Every series of `vm` over `from <= ts < to`.
+    pub fn read_vm(&self, vm: VmId, from: i64, to: i64) -> BTreeMap<String, Vec<Point>> {
+        self.catalog
+            .of_vm(vm)
+            .map(|s| (s.metric.clone(), self.read_range(vm, &s.metric, from, to)))
+            .collect()
+    }
+
+    /// The newest point of (vm, metric).
+    pub fn latest(&self, vm: VmId, metric: &str) -> Option<Point> {
+        let info = self.catalog.lookup(vm, metric)?;
+        if let Some(head) = self.heads.get(&info.id).filter(|h| !h.ts.is_empty()) {
+            let i = head.ts.len() - 1;
+            return Some(Point {
+                ts_ns: head.ts[i],
+                value: Value::from_bits(info.kind, head.bits[i]),
+            });
+        }
+        let blocks = self.index.get(&info.id)?;
+        blocks.iter().rev().find_map(|r| {
+            let (ts, bits) = self.read_block(r)?;
+            let i = ts.len().checked_sub(1)?;
+            Some(Point {
+                ts_ns: ts[i],
+                value: Value::from_bits(info.kind, bits[i]),
+            })
+        })
+    }
+
+    /// The newest point of every series, for exporters such as a Prometheus endpoint.
+    pub fn latest_points(&self) -> impl Iterator<Item = (&SeriesInfo, Point)> + '_ {
+        self.catalog
+            .series
+            .iter()
+            .filter(|s| s.id != u32::MAX)
+            .filter_map(|s| self.latest(s.vm, &s.metric).map(|p| (s, p)))
+    }
+
+    /// (vm, metric) over `from <= ts < to` in buckets of `step_ns` aligned to multiples of it.
+    pub fn read_downsampled(
+        &self,
+        vm: VmId,
+        metric: &str,
+        from: i64,
+        to: i64,
+        step_ns: i64,
+    ) -> Result<Vec<Bucket>, StoreError> {
+        if step_ns <= 0 {
+            return Err(StoreError::Invalid("bucket step must be positive".into()));
+        }
+        let mut buckets: Vec<Bucket> = Vec::new();
+        for p in self.read_range(vm, metric, from, to) {
+            let start = p.ts_ns.div_euclid(step_ns) * step_ns;
+            let v = p.value.as_f64();
+            match buckets.last_mut() {
+                Some(b) if b.start_ns == start => {
+                    b.min = b.min.min(v);
+                    b.max = b.max.max(v);
+                    b.mean += (v - b.mean) / (b.count + 1) as f64;
+                    b.last = v;
+                    b.count += 1;
+                }
+                _ => buckets.push(Bucket {
+                    start_ns: start,
+                    min: v,
+                    mean: v,
+                    max: v,
+                    last: v,
+                    count: 1,
+                }),
+            }
+        }
+        Ok(buckets)
+    }
+
+    /// Appends an event (synced before it returns).
+    pub fn append_event(&mut self, event: &Event) -> Result<(), StoreError> {
+        let payload = serde_json::to_vec(event).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let offsets = self.events.append(&[&payload])?;
+        self.events.sync()?;
+        self.event_index
+            .push((event.ts_ns, offsets[0], payload.len() as u32));
+        Ok(())
+    }
+
+    /// Events with `from <= ts < to`, optionally of one VM, in time order.
+    pub fn events(&self, from: i64, to: i64, vm: Option<VmId>) -> Result<Vec<Event>, StoreError> {
+        let file = open_file(self.events.path())?;
+        let mut out: Vec<Event> = self
+            .event_index
+            .iter()
+            .filter(|(ts, _, _)| *ts >= from && *ts < to)
+            .filter_map(|(_, offset, len)| {
+                let payload = read_record_at(&file, self.events.path(), *offset, *len as usize)
+                    .ok()
+                    .flatten()?;
+                serde_json::from_slice::<Event>(&payload).ok()
+            })
+            .filter(|e| vm.is_none() || e.vm == vm)
+            .collect();
+        out.sort_by_key(|e| e.ts_ns);
+        Ok(out)
+    }
+
+    /// Deletes whole sealed segments: those whose newest point is older than `keep_after_ns`,
+    /// then the oldest ones while the store is larger than `max_bytes`. Returns how many went.
+    pub fn apply_retention(
+        &mut self,
+        keep_after_ns: Option<i64>,
+        max_bytes: Option<u64>,
+    ) -> Result<usize, StoreError> {
+        let mut doomed = Vec::new();
+        let sealed: Vec<u32> = self
+            .segments
+            .keys()
+            .copied()
+            .filter(|id| *id != self.current_id)
+            .collect();
+        if let Some(cutoff) = keep_after_ns {
+            doomed.extend(
+                sealed
+                    .iter()
+                    .copied()
+                    .filter(|id| self.segments[id].max_ts < cutoff),
+            );
+        }
+        if let Some(limit) = max_bytes {
+            let mut total: u64 = self.segments.values().map(|s| s.bytes).sum();
+            for id in &sealed {
+                if total <= limit {
+                    break;
+                }
+                if !doomed.contains(id) {
+                    doomed.push(*id);
+                }
+                total = total.saturating_sub(self.segments[id].bytes);
+            }
+        }
+        for id in &doomed {
+            if let Some(segment) = self.segments.remove(id) {
+                std::fs::remove_file(&segment.path).map_err(|e| {
+                    StoreError::Internal(format!("cannot remove {}: {e}", segment.path.display()))
+                })?;
+                sync_dir(&segment.path)?;
+            }
+            for blocks in self.index.values_mut() {
+                blocks.retain(|b| b.segment != *id);
+            }
+        }
+        Ok(doomed.len())
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let mut stats = StoreStats {
+            series: self
+                .catalog
+                .series
+                .iter()
+                .filter(|s| s.id != u32::MAX)
+                .count(),
+            vms: self.catalog.vms.len(),
+            segments: self.segments.len(),
+            events: self.event_index.len(),
+            read_errors: self.read_errors.get(),
+            ..StoreStats::default()
+        };
+        let mut block_bytes = 0u64;
+        for blocks in self.index.values() {
+            for b in blocks {
+                stats.sealed_samples += u64::from(b.count);
+                block_bytes += u64::from(b.len) + RECORD_HEADER_LEN as u64;
+                stats.oldest_ns = Some(stats.oldest_ns.map_or(b.min_ts, |o| o.min(b.min_ts)));
+                stats.newest_ns = Some(stats.newest_ns.map_or(b.max_ts, |n| n.max(b.max_ts)));
+            }
+        }
+        stats.samples = stats.sealed_samples;
+        for head in self.heads.values() {
+            stats.samples += head.ts.len() as u64;
+            if let (Some(first), Some(last)) = (head.ts.first(), head.ts.last()) {
+                stats.oldest_ns = Some(stats.oldest_ns.map_or(*first, |o| o.min(*first)));
+                stats.newest_ns = Some(stats.newest_ns.map_or(*last, |n| n.max(*last)));
+            }
+        }
+        stats.bytes_per_sample =
+            (stats.sealed_samples > 0).then(|| block_bytes as f64 / stats.sealed_samples as f64);
+        stats.bytes_on_disk = std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        stats
+    }
+}
