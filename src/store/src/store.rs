@@ -470,11 +470,18 @@ impl Store {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
+        // The points are in the WAL now: a failure to seal (a full disk) must not turn their
+        // acknowledgement into an error. The heads stay and are sealed by a later call.
         for series in full {
-            self.seal(series)?;
+            if let Err(error) = self.seal(series) {
+                warn!(%error, "sealing a block failed; the points stay in the WAL");
+                break;
+            }
         }
         if self.wal.len() > self.options.wal_checkpoint_bytes {
-            self.checkpoint()?;
+            if let Err(error) = self.checkpoint() {
+                warn!(%error, "checkpoint failed; the WAL keeps growing until one succeeds");
+            }
         }
         Ok(report)
     }
