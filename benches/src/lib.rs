@@ -1,6 +1,8 @@
 //! Shared pieces of the benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod trace;
+
 use augur_wire::{Metric, Sample, Source};
 use std::path::PathBuf;
 
