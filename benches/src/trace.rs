@@ -46,7 +46,9 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Vec<VmTrace>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".csv") || p.to_string_lossy().ends_with(".csv.gz"))
+        .filter(|p| {
+            p.to_string_lossy().ends_with(".csv") || p.to_string_lossy().ends_with(".csv.gz")
+        })
         .collect();
     files.sort();
     files.iter().map(|p| load_file(p)).collect()
@@ -59,15 +61,35 @@ pub fn load_file(path: &Path) -> std::io::Result<VmTrace> {
     } else {
         Box::new(file)
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let id = name.split('.').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-    let mut trace = VmTrace { id, ts_ns: Vec::new(), columns: vec![Vec::new(); METRICS.len()], skipped_rows: 0 };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let id = name
+        .split('.')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let mut trace = VmTrace {
+        id,
+        ts_ns: Vec::new(),
+        columns: vec![Vec::new(); METRICS.len()],
+        skipped_rows: 0,
+    };
     for line in BufReader::new(reader).lines().skip(1) {
         let line = line?;
         let fields: Vec<&str> = line.split(';').map(str::trim).collect();
-        let parsed: Option<Vec<f64>> = (fields.len() == 11).then(|| fields.iter().map(|f| f.parse().ok()).collect()).flatten();
+        let parsed: Option<Vec<f64>> = (fields.len() == 11)
+            .then(|| fields.iter().map(|f| f.parse().ok()).collect())
+            .flatten();
         match parsed {
-            Some(values) if values.iter().all(|v| v.is_finite()) && trace.ts_ns.last().is_none_or(|t| (values[0] as i64) * 1_000_000_000 > *t) => {
+            Some(values)
+                if values.iter().all(|v| v.is_finite())
+                    && trace
+                        .ts_ns
+                        .last()
+                        .is_none_or(|t| (values[0] as i64) * 1_000_000_000 > *t) =>
+            {
                 trace.ts_ns.push(values[0] as i64 * 1_000_000_000);
                 for (column, v) in trace.columns.iter_mut().zip(&values[1..]) {
                     column.push(*v);

@@ -119,6 +119,86 @@ pub fn header(block: &[u8]) -> Result<BlockHeader, BlockError> {
     Ok(header)
 }
 
+/// Decoded values of a block, in their own type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    F64(Vec<f64>),
+    U64(Vec<u64>),
+}
+
+impl Values {
+    pub fn new(kind: ValueKind) -> Self {
+        match kind {
+            ValueKind::F64 => Values::F64(Vec::new()),
+            ValueKind::U64 => Values::U64(Vec::new()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Values::F64(v) => v.len(),
+            Values::U64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn decompress_append<T: pco::data_types::Number + Default + Clone>(
+    src: &[u8],
+    out: &mut Vec<T>,
+    count: usize,
+) -> Result<(), BlockError> {
+    let start = out.len();
+    out.resize(start + count, T::default());
+    let progress = pco::standalone::simple_decompress_into(src, &mut out[start..])
+        .map_err(|e| BlockError::Decode(e.to_string()))?;
+    if progress.n_processed != count || !progress.finished {
+        out.truncate(start);
+        return Err(BlockError::Decode(format!(
+            "holds {} values, header says {count}",
+            progress.n_processed
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes a block, appending its timestamps and values to `ts` and `values` (whose kind must be
+/// the block's). Nothing is appended if the block does not decode.
+pub fn decode_append(
+    block: &[u8],
+    ts: &mut Vec<i64>,
+    values: &mut Values,
+) -> Result<BlockHeader, BlockError> {
+    let h = header(block)?;
+    let count = h.count as usize;
+    let step = le_i64(block, 32);
+    let ts_len = le_u32(block, 40) as usize;
+    let ts_end = HEADER_LEN
+        .checked_add(ts_len)
+        .filter(|end| *end <= block.len())
+        .ok_or(BlockError::Header("timestamp section past the end"))?;
+    let ts_start = ts.len();
+    match block[2] {
+        TS_REGULAR => ts.extend((0..count as i64).map(|i| h.min_ts + i * step)),
+        TS_PCO => decompress_append(&block[HEADER_LEN..ts_end], ts, count)?,
+        _ => return Err(BlockError::Header("unknown timestamp mode")),
+    }
+    let data = &block[ts_end..];
+    let decoded = match (values, h.kind) {
+        (Values::F64(v), ValueKind::F64) => decompress_append(data, v, count),
+        (Values::U64(v), ValueKind::U64) => decompress_append(data, v, count),
+        _ => Err(BlockError::Header("value kind differs from the series'")),
+    };
+    if let Err(error) = decoded {
+        ts.truncate(ts_start);
+        return Err(error);
+    }
+    Ok(h)
+}
+
 /// Decodes a block into timestamps and value bits.
 pub fn decode(block: &[u8]) -> Result<(BlockHeader, Vec<i64>, Vec<u64>), BlockError> {
     let h = header(block)?;

@@ -34,8 +34,9 @@ mod store;
 mod types;
 mod wal;
 
+pub use block::Values;
 pub use catalog::SeriesInfo;
-pub use store::{Durability, OpenReport, Store, StoreOptions, StoreStats};
+pub use store::{Durability, OpenReport, SeriesData, Store, StoreOptions, StoreStats};
 pub use types::*;
 
 #[derive(Debug, thiserror::Error)]

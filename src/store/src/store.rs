@@ -1,6 +1,6 @@
 //! The store proper: open and recover, append, checkpoint, read, retain.
 
-use crate::block;
+use crate::block::{self, Values};
 use crate::catalog::{Catalog, SeriesInfo};
 use crate::log_file::{read_log, read_record_at, sync_dir, LogKind, LogWriter, RECORD_HEADER_LEN};
 use crate::types::*;
@@ -10,6 +10,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tracing::warn;
 
@@ -111,7 +112,60 @@ struct Segment {
     max_ts: i64,
 }
 
-/// The store. Not internally synchronised: the daemon wraps it in a lock.
+/// One series' points as columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesData {
+    pub metric: String,
+    pub ts: Vec<i64>,
+    pub values: Values,
+}
+
+impl SeriesData {
+    fn trim(&mut self, start: usize, end: usize) {
+        self.ts.truncate(end);
+        self.ts.drain(..start);
+        match &mut self.values {
+            Values::F64(v) => {
+                v.truncate(end);
+                v.drain(..start);
+            }
+            Values::U64(v) => {
+                v.truncate(end);
+                v.drain(..start);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// The value at `i` as f64.
+    pub fn f64_at(&self, i: usize) -> f64 {
+        match &self.values {
+            Values::F64(v) => v[i],
+            Values::U64(v) => v[i] as f64,
+        }
+    }
+
+    pub fn points(&self) -> Vec<Point> {
+        (0..self.ts.len())
+            .map(|i| Point {
+                ts_ns: self.ts[i],
+                value: match &self.values {
+                    Values::F64(v) => Value::F64(v[i]),
+                    Values::U64(v) => Value::U64(v[i]),
+                },
+            })
+            .collect()
+    }
+}
+
+/// The store. Writes need `&mut`; reads take `&self` and may run from several threads at once.
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
@@ -128,7 +182,7 @@ pub struct Store {
     events: LogWriter,
     event_index: Vec<(i64, u64, u32)>,
     report: OpenReport,
-    read_errors: std::cell::Cell<u64>,
+    read_errors: AtomicU64,
     scratch: Vec<u8>,
 }
 
@@ -337,7 +391,7 @@ impl Store {
             events,
             event_index,
             report,
-            read_errors: std::cell::Cell::new(0),
+            read_errors: AtomicU64::new(0),
             scratch: Vec::new(),
         };
         if !stale_wals.is_empty() {
@@ -568,47 +622,127 @@ impl Store {
         Ok(())
     }
 
-    fn read_block(&self, r: &BlockRef) -> Option<(Vec<i64>, Vec<u64>)> {
+    fn load_block(&self, r: &BlockRef) -> Option<Vec<u8>> {
         let segment = self.segments.get(&r.segment)?;
-        let result = read_record_at(&segment.file, &segment.path, r.offset, r.len as usize)
+        let payload = read_record_at(&segment.file, &segment.path, r.offset, r.len as usize)
             .ok()
-            .flatten()
-            .and_then(|payload| block::decode(&payload).ok());
-        match result {
-            Some((_, ts, bits)) => Some((ts, bits)),
-            None => {
-                self.read_errors.set(self.read_errors.get() + 1);
-                warn!(segment = %segment.path.display(), offset = r.offset, "corrupt block skipped");
+            .flatten();
+        if payload.is_none() {
+            self.read_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(segment = %segment.path.display(), offset = r.offset, "corrupt block skipped");
+        }
+        payload
+    }
+
+    fn read_block(&self, r: &BlockRef) -> Option<(Vec<i64>, Vec<u64>)> {
+        let payload = self.load_block(r)?;
+        match block::decode(&payload) {
+            Ok((_, ts, bits)) => Some((ts, bits)),
+            Err(error) => {
+                self.read_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(%error, offset = r.offset, "undecodable block skipped");
                 None
             }
         }
     }
 
-    /// Points of (vm, metric) with `from <= ts < to`, oldest first.
-    pub fn read_range(&self, vm: VmId, metric: &str, from: i64, to: i64) -> Vec<Point> {
+    /// (vm, metric) with `from <= ts < to` as columns: the fast read path.
+    pub fn read_columns(&self, vm: VmId, metric: &str, from: i64, to: i64) -> Option<SeriesData> {
+        let mut data = SeriesData {
+            metric: String::new(),
+            ts: Vec::new(),
+            values: Values::U64(Vec::new()),
+        };
+        self.read_columns_into(vm, metric, from, to, &mut data)
+            .then_some(data)
+    }
+
+    /// As [`Store::read_columns`], into `out`, reusing its buffers: a reader that polls the same
+    /// window every interval allocates (and faults in) nothing after its first read.
+    pub fn read_columns_into(
+        &self,
+        vm: VmId,
+        metric: &str,
+        from: i64,
+        to: i64,
+        out: &mut SeriesData,
+    ) -> bool {
         let Some(info) = self.catalog.lookup(vm, metric) else {
-            return Vec::new();
+            return false;
         };
-        let mut out = Vec::new();
-        let push = |out: &mut Vec<Point>, ts: &[i64], bits: &[u64]| {
-            let start = ts.partition_point(|t| *t < from);
-            let end = ts.partition_point(|t| *t < to);
-            out.extend((start..end).map(|i| Point {
-                ts_ns: ts[i],
-                value: Value::from_bits(info.kind, bits[i]),
-            }));
-        };
+        out.metric.clear();
+        out.metric.push_str(&info.metric);
+        out.ts.clear();
+        match (&mut out.values, info.kind) {
+            (Values::F64(v), ValueKind::F64) => v.clear(),
+            (Values::U64(v), ValueKind::U64) => v.clear(),
+            (values, kind) => *values = Values::new(kind),
+        }
         if let Some(blocks) = self.index.get(&info.id) {
-            for r in blocks.iter().filter(|r| r.max_ts >= from && r.min_ts < to) {
-                if let Some((ts, bits)) = self.read_block(r) {
-                    push(&mut out, &ts, &bits);
+            let wanted: Vec<&BlockRef> = blocks
+                .iter()
+                .filter(|r| r.max_ts >= from && r.min_ts < to)
+                .collect();
+            let total: usize = wanted.iter().map(|r| r.count as usize).sum();
+            out.ts.reserve(total);
+            for r in wanted {
+                let Some(payload) = self.load_block(r) else {
+                    continue;
+                };
+                if let Err(error) = block::decode_append(&payload, &mut out.ts, &mut out.values) {
+                    self.read_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(%error, offset = r.offset, "undecodable block skipped");
                 }
             }
         }
         if let Some(head) = self.heads.get(&info.id) {
-            push(&mut out, &head.ts, &head.bits);
+            out.ts.extend_from_slice(&head.ts);
+            match &mut out.values {
+                Values::F64(v) => v.extend(head.bits.iter().map(|b| f64::from_bits(*b))),
+                Values::U64(v) => v.extend_from_slice(&head.bits),
+            }
         }
+        // Blocks do not overlap and come in time order, so only the ends need trimming.
+        let start = out.ts.partition_point(|t| *t < from);
+        let end = out.ts.partition_point(|t| *t < to);
+        out.trim(start, end);
+        true
+    }
+
+    /// Every series of `vm` as columns, decoded on all cores.
+    pub fn read_vm_columns(&self, vm: VmId, from: i64, to: i64) -> Vec<SeriesData> {
+        let mut out = Vec::new();
+        self.read_vm_columns_into(vm, from, to, &mut out);
         out
+    }
+
+    /// As [`Store::read_vm_columns`], into `out`, reusing the buffers it already holds.
+    pub fn read_vm_columns_into(&self, vm: VmId, from: i64, to: i64, out: &mut Vec<SeriesData>) {
+        let metrics: Vec<&str> = self.catalog.of_vm(vm).map(|s| s.metric.as_str()).collect();
+        out.resize_with(metrics.len(), || SeriesData {
+            metric: String::new(),
+            ts: Vec::new(),
+            values: Values::U64(Vec::new()),
+        });
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(metrics.len().max(1));
+        let per = metrics.len().div_ceil(workers.max(1)).max(1);
+        std::thread::scope(|scope| {
+            for (names, slots) in metrics.chunks(per).zip(out.chunks_mut(per)) {
+                scope.spawn(move || {
+                    for (name, slot) in names.iter().zip(slots.iter_mut()) {
+                        self.read_columns_into(vm, name, from, to, slot);
+                    }
+                });
+            }
+        });
+    }
+
+    /// Points of (vm, metric) with `from <= ts < to`, oldest first.
+    pub fn read_range(&self, vm: VmId, metric: &str, from: i64, to: i64) -> Vec<Point> {
+        self.read_columns(vm, metric, from, to)
+            .map_or_else(Vec::new, |d| d.points())
     }
 
     /// Every series of `vm` over `from <= ts < to`.
@@ -774,7 +908,7 @@ impl Store {
             vms: self.catalog.vms.len(),
             segments: self.segments.len(),
             events: self.event_index.len(),
-            read_errors: self.read_errors.get(),
+            read_errors: self.read_errors.load(Ordering::Relaxed),
             ..StoreStats::default()
         };
         let mut block_bytes = 0u64;
