@@ -65,7 +65,7 @@ impl AdminClient {
         self.writer.write_all(b"\n")?;
         let mut reply = String::new();
         let read = (&mut self.reader)
-            .take(MAX_LINE as u64 + 1)
+            .take(MAX_REPLY as u64 + 1)
             .read_line(&mut reply)?;
         if read == 0 {
             return Err(ClientError::Protocol("augurd closed the connection".into()));

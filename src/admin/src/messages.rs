@@ -4,8 +4,10 @@ use augur_sense::Window;
 use serde::{Deserialize, Serialize};
 
 pub const PROTOCOL_VERSION: u32 = 1;
-/// The longest line either side accepts.
+/// The longest request line the daemon accepts.
 pub const MAX_LINE: usize = 256 * 1024;
+/// The longest reply line a client accepts (exports are large; the daemon caps them below this).
+pub const MAX_REPLY: usize = 64 << 20;
 
 /// A request line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +40,22 @@ pub enum Request {
     },
     /// Stop a VM (by id or name).
     VmStop { vm: String },
+    /// Size and contents of the embedded store.
+    StoreStats,
+    /// One VM's stored series over `from_ns <= t < to_ns`, as CSV or JSON text.
+    StoreExport {
+        vm: String,
+        from_ns: i64,
+        to_ns: i64,
+        format: ExportFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    Csv,
+    Json,
 }
 
 /// A reply line.
@@ -90,10 +108,38 @@ impl AdminError {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Reply {
     Status(StatusReply),
-    Vms { vms: Vec<VmSummary> },
+    Vms {
+        vms: Vec<VmSummary>,
+    },
     Profile(ProfileReply),
-    VmStarted { vm: VmSummary },
-    VmStopped { id: u64, name: String },
+    VmStarted {
+        vm: VmSummary,
+    },
+    VmStopped {
+        id: u64,
+        name: String,
+    },
+    StoreStats(StoreStatsReply),
+    Export {
+        format: ExportFormat,
+        points: usize,
+        content: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreStatsReply {
+    pub dir: String,
+    pub bytes_on_disk: u64,
+    pub series: usize,
+    pub vms: usize,
+    pub samples: u64,
+    pub oldest_ns: Option<i64>,
+    pub newest_ns: Option<i64>,
+    pub bytes_per_sample: Option<f64>,
+    pub segments: usize,
+    pub events: usize,
+    pub read_errors: u64,
 }
 
 /// What the host can sense, found at start-up.

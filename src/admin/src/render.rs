@@ -1,6 +1,6 @@
 //! Plain-text renderings of replies, shared by `augurctl` and `augurd demo`.
 
-use crate::messages::{ProfileReply, StatusReply, VmSummary};
+use crate::messages::{ProfileReply, StatusReply, StoreStatsReply, VmSummary};
 use augur_sense::Window;
 use std::fmt::Write;
 
@@ -202,5 +202,32 @@ pub fn profile(p: &ProfileReply) -> String {
     for note in &p.notes {
         let _ = writeln!(out, "note: {note}");
     }
+    out
+}
+
+fn time(ns: Option<i64>) -> String {
+    ns.map_or_else(
+        || "-".into(),
+        |ns| format!("{:.3} (unix s)", ns as f64 / 1e9),
+    )
+}
+
+pub fn store_stats(s: &StoreStatsReply) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "store           {}", s.dir);
+    let _ = writeln!(
+        out,
+        "size            {:.2} MiB",
+        s.bytes_on_disk as f64 / 1048576.0
+    );
+    let _ = writeln!(out, "VMs             {}", s.vms);
+    let _ = writeln!(out, "series          {}", s.series);
+    let _ = writeln!(out, "samples         {}", s.samples);
+    let _ = writeln!(out, "oldest          {}", time(s.oldest_ns));
+    let _ = writeln!(out, "newest          {}", time(s.newest_ns));
+    let _ = writeln!(out, "bytes/sample    {}", num(s.bytes_per_sample, 1.0, 3));
+    let _ = writeln!(out, "segments        {}", s.segments);
+    let _ = writeln!(out, "events          {}", s.events);
+    let _ = writeln!(out, "read errors     {}", s.read_errors);
     out
 }

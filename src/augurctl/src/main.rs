@@ -1,7 +1,9 @@
 //! `augurctl`: talks to augurd over its admin socket.
 #![forbid(unsafe_code)]
 
-use augur_admin::{render, AdminClient, ClientError, Reply, Request};
+mod time_arg;
+
+use augur_admin::{render, AdminClient, ClientError, ExportFormat, Reply, Request};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -46,6 +48,36 @@ enum Command {
         #[command(subcommand)]
         command: VmCommand,
     },
+    /// The embedded time-series store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Size, series, samples, time span and bytes per sample.
+    Stats,
+    /// One VM's stored series (the VM may have stopped).
+    Export {
+        /// VM id or name.
+        vm: String,
+        /// Start: unix seconds, "now", or relative like -30m, -6h, -7d.
+        #[arg(long, default_value = "-1h", allow_hyphen_values = true)]
+        from: String,
+        /// End (exclusive), same forms as --from.
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        to: String,
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Csv,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +106,29 @@ fn request(command: &Command) -> anyhow::Result<Request> {
         Command::Vm {
             command: VmCommand::Stop { vm },
         } => Request::VmStop { vm: vm.clone() },
+        Command::Store {
+            command: StoreCommand::Stats,
+        } => Request::StoreStats,
+        Command::Store {
+            command:
+                StoreCommand::Export {
+                    vm,
+                    from,
+                    to,
+                    format,
+                },
+        } => {
+            let now = time_arg::now_ns();
+            Request::StoreExport {
+                vm: vm.clone(),
+                from_ns: time_arg::parse(from, now).map_err(|e| anyhow::anyhow!("--from: {e}"))?,
+                to_ns: time_arg::parse(to, now).map_err(|e| anyhow::anyhow!("--to: {e}"))?,
+                format: match format {
+                    Format::Csv => ExportFormat::Csv,
+                    Format::Json => ExportFormat::Json,
+                },
+            }
+        }
     })
 }
 
@@ -85,6 +140,14 @@ fn human(reply: &Reply) -> String {
         Reply::Profile(profile) => render::profile(profile),
         Reply::VmStarted { vm } => format!("started VM {} ({})\n", vm.id, vm.name),
         Reply::VmStopped { id, name } => format!("stopped VM {id} ({name})\n"),
+        Reply::StoreStats(stats) => render::store_stats(stats),
+        Reply::Export { content, .. } => {
+            let mut text = content.clone();
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text
+        }
     }
 }
 
@@ -92,7 +155,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let request = request(&cli.command)?;
     let mut client = AdminClient::connect(&cli.socket)?;
     let reply = client.call(request)?;
-    if cli.json {
+    let raw_export = matches!(reply, Reply::Export { .. });
+    if cli.json && !raw_export {
         println!("{}", serde_json::to_string_pretty(&reply)?);
     } else {
         print!("{}", human(&reply));

@@ -104,3 +104,61 @@ fn start_list_and_stop_a_microvm() {
     );
     failure(&augurctl(&daemon.socket, &["vm", "stop", "idle"]));
 }
+
+#[test]
+fn store_stats_and_export_outlive_the_vm() {
+    if kvm_or_skip("store_stats_and_export_outlive_the_vm").is_none() {
+        return;
+    }
+    let daemon = TestDaemon::start(Driver::Microvm);
+    let spec = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/specs/batch.toml"
+    );
+    assert!(augurctl(&daemon.socket, &["vm", "start", spec])
+        .status
+        .success());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(augurctl(&daemon.socket, &["vm", "stop", "batch"])
+        .status
+        .success());
+
+    let stats = augurctl(&daemon.socket, &["store", "stats", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("JSON stats");
+    assert!(json["series"].as_u64().unwrap() >= 10, "{json}");
+    assert!(json["samples"].as_u64().unwrap() > 20, "{json}");
+
+    let csv = augurctl(
+        &daemon.socket,
+        &["store", "export", "batch", "--from", "-1h"],
+    );
+    assert!(csv.status.success(), "{csv:?}");
+    let text = String::from_utf8_lossy(&csv.stdout).to_string();
+    assert!(text.starts_with("timestamp_ns,metric,value\n"), "{text}");
+    let reads: Vec<f64> = text
+        .lines()
+        .filter(|l| l.contains(",disk_read_bytes_per_s,"))
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        !reads.is_empty() && reads.iter().any(|r| *r > 1e6),
+        "the batch VM read its disk: {reads:?}"
+    );
+
+    let json = augurctl(
+        &daemon.socket,
+        &["store", "export", "1", "--format", "json"],
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON export");
+    assert!(parsed["series"]["cpu_vcpus"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty()));
+
+    let stderr = failure(&augurctl(&daemon.socket, &["store", "export", "ghost"]));
+    assert!(stderr.contains("(unknown_vm)"), "{stderr}");
+    let stderr = failure(&augurctl(
+        &daemon.socket,
+        &["store", "export", "batch", "--from", "soon"],
+    ));
+    assert!(stderr.contains("--from"), "{stderr}");
+}

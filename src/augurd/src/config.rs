@@ -21,6 +21,11 @@
 //! disk_mib = 64                # size of each microVM's disk backing file
 //! ring_entries = 16384         # dirty ring entries per vCPU (power of two)
 //!
+//! [store]
+//! enabled = true               # keep profiles in the embedded store under data_dir/store
+//! retention_days = 30          # drop sealed data older than this
+//! max_mib = 4096               # and the oldest data while the store is larger than this
+//!
 //! [sensing]
 //! perf = true                  # perf events on vCPU threads
 //! tracepoints = true           # kvm tracepoints (mounts tracefs if needed)
@@ -60,6 +65,24 @@ impl Default for MicrovmConfig {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub enabled: bool,
+    pub retention_days: u64,
+    pub max_mib: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_days: 30,
+            max_mib: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SensingConfig {
     pub perf: bool,
     pub tracepoints: bool,
@@ -86,6 +109,7 @@ pub struct Config {
     pub history_windows: usize,
     pub log: String,
     pub microvm: MicrovmConfig,
+    pub store: StoreConfig,
     pub sensing: SensingConfig,
 }
 
@@ -99,6 +123,7 @@ impl Default for Config {
             history_windows: 3600,
             log: "info".into(),
             microvm: MicrovmConfig::default(),
+            store: StoreConfig::default(),
             sensing: SensingConfig::default(),
         }
     }
@@ -186,6 +211,18 @@ impl Config {
             return Err(invalid(
                 "microvm.working_set_window_s",
                 format!("{} is outside 1..=3600", self.microvm.working_set_window_s),
+            ));
+        }
+        if !(1..=36_500).contains(&self.store.retention_days) {
+            return Err(invalid(
+                "store.retention_days",
+                format!("{} is outside 1..=36500", self.store.retention_days),
+            ));
+        }
+        if !(16..=16 << 20).contains(&self.store.max_mib) {
+            return Err(invalid(
+                "store.max_mib",
+                format!("{} is outside 16..=16777216", self.store.max_mib),
             ));
         }
         if self.sensing.tracepoint_period == 0 {

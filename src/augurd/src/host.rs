@@ -17,6 +17,7 @@ use augur_sense::perf_source::PerfSource;
 use augur_sense::proc_source::ProcReader;
 use augur_sense::tracefs::Tracefs;
 use augur_sense::{Profiler, Window};
+use augur_store::{Store, StoreOptions, StoreStats};
 use augur_wire::ring::{RingReader, RingWriter};
 use augur_wire::{Sample, VmId};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -30,6 +31,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 const RING_SLOTS: u64 = 8192;
+/// How often (in sample intervals) old data is dropped from the store.
+const RETENTION_EVERY_TICKS: u64 = 60;
 const RING_SLOT_SIZE: u64 = 1024;
 
 /// A VM and the host-side sources watching it.
@@ -74,6 +77,8 @@ pub struct Host {
     /// Held for a whole VM start, so two starts cannot both take one name, and shutdown waits
     /// for a start in flight.
     starting: Mutex<()>,
+    /// The embedded store (None when disabled or after shutdown). Lock order: vms, profiler, store.
+    store: Mutex<Option<Store>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -136,6 +141,17 @@ impl Host {
             kvm_exit_tracepoint: false,
         };
         info!(?capabilities, "host capabilities");
+        let store = if config.store.enabled {
+            let dir = config.data_dir.join("store");
+            let store = Store::open(&dir, StoreOptions::default())
+                .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", dir.display()))?;
+            let report = store.open_report();
+            info!(dir = %dir.display(), recovery_ms = report.recovery_ms, blocks = report.blocks,
+                  replayed = report.wal_points_replayed, clean = report.is_clean(), "store open");
+            Some(store)
+        } else {
+            None
+        };
         Ok(Arc::new(Self {
             profiler: Mutex::new(Profiler::new(config.history_windows)),
             config,
@@ -152,6 +168,7 @@ impl Host {
             stop: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             starting: Mutex::new(()),
+            store: Mutex::new(store),
         }))
     }
 
@@ -257,6 +274,7 @@ impl Host {
     }
 
     fn profiling_loop(&self, mut reader: RingReader, ticks: Receiver<u64>) {
+        let mut ticks_seen = 0u64;
         loop {
             let ts = match ticks.recv_timeout(Duration::from_millis(200)) {
                 Ok(ts) => ts,
@@ -283,8 +301,17 @@ impl Host {
                     profiler.remove(vm);
                 }
             }
-            for vm in live {
-                profiler.close_window(vm, ts);
+            let windows: Vec<(VmId, Window)> = live
+                .into_iter()
+                .filter_map(|vm| profiler.close_window(vm, ts).map(|w| (vm, w.clone())))
+                .collect();
+            drop(profiler);
+            ticks_seen += 1;
+            if let Some(store) = lock(&self.store).as_mut() {
+                crate::recorder::record(store, &windows);
+                if ticks_seen.is_multiple_of(RETENTION_EVERY_TICKS) {
+                    self.apply_retention(store);
+                }
             }
         }
     }
@@ -319,6 +346,16 @@ impl Host {
         options.working_set_window = self.config.working_set_harvests();
         options.disk_mib = self.config.microvm.disk_mib;
         options.ring_entries = self.config.microvm.ring_entries;
+        if let Some(store) = lock(&self.store).as_mut() {
+            let attrs = [
+                ("memory_mib".to_string(), spec.memory_mib.to_string()),
+                ("vcpus".to_string(), spec.vcpus.to_string()),
+                ("driver".to_string(), "microvm".to_string()),
+            ]
+            .into_iter()
+            .collect();
+            crate::recorder::register(store, id, &spec.name, attrs);
+        }
         let vm = MicroVm::start(kvm, id, spec, &options).map_err(|e| {
             AdminError::new(ErrorCode::Unavailable, format!("cannot start the VM: {e}"))
         })?;
@@ -407,11 +444,36 @@ impl Host {
             self.switch.detach(id);
             managed.vm.stop();
         }
+        if let Some(store) = lock(&self.store).take() {
+            if let Err(error) = store.close() {
+                warn!(%error, "store did not close cleanly; it recovers at the next start");
+            }
+        }
         if let Err(error) = std::fs::remove_file(self.ring_path()) {
             if error.kind() != std::io::ErrorKind::NotFound {
                 warn!(%error, "could not remove the sample ring");
             }
         }
+    }
+
+    fn apply_retention(&self, store: &mut Store) {
+        let keep_after =
+            now_ns() as i64 - (self.config.store.retention_days as i64) * 86_400 * 1_000_000_000;
+        match store.apply_retention(Some(keep_after), Some(self.config.store.max_mib << 20)) {
+            Ok(0) => {}
+            Ok(n) => info!(segments = n, "old store segments dropped"),
+            Err(error) => warn!(%error, "store retention failed"),
+        }
+    }
+
+    /// Store statistics, if the store is enabled.
+    pub fn store_stats(&self) -> Option<StoreStats> {
+        lock(&self.store).as_ref().map(Store::stats)
+    }
+
+    /// Runs `f` on the store, if it is enabled.
+    pub fn with_store<R>(&self, f: impl FnOnce(&Store) -> R) -> Option<R> {
+        lock(&self.store).as_ref().map(f)
     }
 
     /// True if every VM has ended on its own (script finished or failed).

@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod host;
+pub mod recorder;
 pub mod server;
 mod summary;
 mod switch;

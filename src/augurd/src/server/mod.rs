@@ -5,6 +5,7 @@
 //! make the daemon buffer without limit.
 
 mod status;
+mod store;
 mod vm_start;
 mod vm_stop;
 mod vms;
@@ -26,7 +27,15 @@ pub const MAX_CONNECTIONS: usize = 64;
 const LINGER_BYTES: u64 = 4 * MAX_LINE as u64;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 /// Request types this build knows, to tell an unknown request from a malformed one.
-const KNOWN_REQUESTS: [&str; 5] = ["status", "vms", "profile", "vm_start", "vm_stop"];
+const KNOWN_REQUESTS: [&str; 7] = [
+    "status",
+    "vms",
+    "profile",
+    "vm_start",
+    "vm_stop",
+    "store_stats",
+    "store_export",
+];
 
 /// A bound admin socket, removed again when dropped.
 #[derive(Debug)]
@@ -195,6 +204,16 @@ async fn dispatch(host: &Arc<Host>, request: Request) -> Result<Reply, AdminErro
         Request::VmStop { vm } => {
             let host = host.clone();
             blocking(move || vm_stop::apply(&host, &vm)).await
+        }
+        Request::StoreStats => store::apply_stats(host),
+        Request::StoreExport {
+            vm,
+            from_ns,
+            to_ns,
+            format,
+        } => {
+            let host = host.clone();
+            blocking(move || store::apply_export(&host, &vm, from_ns, to_ns, format)).await
         }
     }
 }

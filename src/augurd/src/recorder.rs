@@ -1,0 +1,87 @@
+//! Writes each closed profile window into the store: one series per figure of the window, so the
+//! forecaster and `augurctl store export` read a VM's behaviour back over any range.
+
+use augur_sense::Window;
+use augur_store::{Sample, Store, Value, VmId, VmMeta};
+use std::collections::BTreeMap;
+use tracing::warn;
+
+/// The scalar figures of a window, by series name.
+pub fn window_figures(window: &Window) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = [
+        ("cpu_vcpus", window.cpu_vcpus),
+        ("memory_mib", window.memory_mib),
+        ("working_set_mib", window.working_set_mib),
+        ("dirty_pages_per_s", window.dirty_pages_per_s),
+        ("dirty_mib_per_s", window.dirty_mib_per_s),
+        ("dirty_locality", window.dirty_locality),
+        ("disk_read_bytes_per_s", window.disk_read_bytes_per_s),
+        ("disk_write_bytes_per_s", window.disk_write_bytes_per_s),
+        ("disk_read_ratio", window.disk_read_ratio),
+        ("disk_ops_per_s", window.disk_ops_per_s),
+        ("net_tx_bytes_per_s", window.net_tx_bytes_per_s),
+        ("net_rx_bytes_per_s", window.net_rx_bytes_per_s),
+        ("exits_per_s", window.exits_per_s),
+        ("guest_progress_per_s", window.guest_progress_per_s),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name.to_string(), value?)))
+    .collect();
+    out.extend(
+        window
+            .exit_mix
+            .iter()
+            .map(|(reason, share)| (format!("exit_mix.{reason}"), *share)),
+    );
+    out.extend(
+        window
+            .perf
+            .iter()
+            .filter_map(|(event, rate)| Some((format!("perf.{event}"), (*rate)?))),
+    );
+    out
+}
+
+/// Registers `vm` with the store (idempotent).
+pub fn register(store: &mut Store, id: VmId, name: &str, attrs: BTreeMap<String, String>) {
+    let meta = VmMeta {
+        id,
+        name: name.to_string(),
+        attrs,
+    };
+    if let Err(error) = store.register_vm(meta) {
+        warn!(vm = id, %error, "cannot register the VM in the store");
+    }
+}
+
+/// One VM's figures at one tick: (vm, timestamp, figures).
+type TickFigures = (VmId, i64, Vec<(String, f64)>);
+
+/// Appends the windows of one tick and makes them durable.
+pub fn record(store: &mut Store, windows: &[(VmId, Window)]) {
+    let figures: Vec<TickFigures> = windows
+        .iter()
+        .map(|(vm, w)| (*vm, w.ts_ns as i64, window_figures(w)))
+        .collect();
+    let batch: Vec<Sample<'_>> = figures
+        .iter()
+        .flat_map(|(vm, ts, figures)| {
+            figures.iter().map(move |(metric, value)| Sample {
+                vm: *vm,
+                metric,
+                ts_ns: *ts,
+                value: Value::F64(*value),
+            })
+        })
+        .collect();
+    match store.append(&batch) {
+        Ok(report) if !report.rejected.is_empty() => {
+            warn!(rejected = report.rejected.len(), first = %report.rejected[0].reason, "profile figures rejected by the store");
+        }
+        Ok(_) => {}
+        Err(error) => warn!(%error, "profile windows not stored"),
+    }
+    if let Err(error) = store.sync() {
+        warn!(%error, "store sync failed");
+    }
+}
