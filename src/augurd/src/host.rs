@@ -33,6 +33,8 @@ use tracing::{info, warn};
 const RING_SLOTS: u64 = 8192;
 /// How often (in sample intervals) old data is dropped from the store.
 const RETENTION_EVERY_TICKS: u64 = 60;
+/// How often the store is checked for segments old enough to downsample.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
 const RING_SLOT_SIZE: u64 = 1024;
 
 /// A VM and the host-side sources watching it.
@@ -193,7 +195,13 @@ impl Host {
                 .name("augur-profiler".into())
                 .spawn(move || host.profiling_loop(reader, tick_rx))?
         };
-        lock(&self.threads).extend([sampler, profiler]);
+        let maintenance = {
+            let host = self.clone();
+            std::thread::Builder::new()
+                .name("augur-store-maint".into())
+                .spawn(move || host.maintenance_loop())?
+        };
+        lock(&self.threads).extend([sampler, profiler, maintenance]);
         Ok(())
     }
 
@@ -452,6 +460,53 @@ impl Host {
         if let Err(error) = std::fs::remove_file(self.ring_path()) {
             if error.kind() != std::io::ErrorKind::NotFound {
                 warn!(%error, "could not remove the sample ring");
+            }
+        }
+    }
+
+    /// Downsamples old store segments, one at a time: the store lock is held only to pick a
+    /// segment and to install the result, never while a segment is read and aggregated.
+    fn maintenance_loop(&self) {
+        let mut next = Instant::now() + MAINTENANCE_EVERY;
+        while !self.stop.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(200));
+            if Instant::now() < next {
+                continue;
+            }
+            next = Instant::now() + MAINTENANCE_EVERY;
+            loop {
+                let now = now_ns() as i64;
+                let Some(job) = lock(&self.store)
+                    .as_ref()
+                    .and_then(|s| s.plan_downsample(now))
+                else {
+                    break;
+                };
+                let output = match job.run() {
+                    Ok(output) => output,
+                    Err(error) => {
+                        warn!(%error, segment = job.segment(), "downsampling failed");
+                        break;
+                    }
+                };
+                let (points_in, points_out) = (output.points_in, output.points_out);
+                match lock(&self.store)
+                    .as_mut()
+                    .map(|s| s.apply_downsample(output))
+                {
+                    Some(Ok(_)) => info!(
+                        segment = job.segment(),
+                        points_in, points_out, "segment downsampled"
+                    ),
+                    Some(Err(error)) => {
+                        warn!(%error, "installing a downsampled segment failed");
+                        break;
+                    }
+                    None => break,
+                }
+                if self.stop.load(Ordering::Acquire) {
+                    break;
+                }
             }
         }
     }

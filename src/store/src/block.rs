@@ -1,8 +1,8 @@
 //! A block: up to a few thousand points of one series, compressed with pco.
 //!
 //! ```text
-//! version:u8 kind:u8 ts_mode:u8 0:u8 series:u32 count:u32 0:u32
-//! min_ts:i64 max_ts:i64 step:i64 ts_len:u32 0:u32               (48 bytes)
+//! version:u8 kind:u8 ts_mode:u8 0:u8 series:u32 count:u32 resolution_s:u32
+//! min_ts:i64 max_ts:i64 step:i64 ts_len:u32 source_segment:u32  (48 bytes)
 //! timestamps (pco i64, ts_len bytes; absent when ts_mode = regular) values (pco f64 or u64)
 //! ```
 //! Sampled series are mostly regular (one point per interval): then only the first timestamp and
@@ -36,6 +36,7 @@ pub struct BlockHeader {
     pub count: u32,
     pub min_ts: i64,
     pub max_ts: i64,
+    pub origin: Origin,
 }
 
 fn le_i64(b: &[u8], at: usize) -> i64 {
@@ -46,12 +47,31 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]))
 }
 
-/// Encodes `ts` (strictly increasing) and the raw bits of their values.
+/// Encodes `ts` (strictly increasing) and the raw bits of their values, as raw data.
 pub fn encode(
     series: u32,
     kind: ValueKind,
     ts: &[i64],
     bits: &[u64],
+) -> Result<Vec<u8>, BlockError> {
+    encode_with(series, kind, ts, bits, Origin::default())
+}
+
+/// Where a block's points came from: raw samples, or buckets of `resolution_s` made from the
+/// blocks of segment `source`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub resolution_s: u32,
+    pub source: u32,
+}
+
+/// Encodes a block with its origin.
+pub fn encode_with(
+    series: u32,
+    kind: ValueKind,
+    ts: &[i64],
+    bits: &[u64],
+    origin: Origin,
 ) -> Result<Vec<u8>, BlockError> {
     if ts.is_empty() || ts.len() != bits.len() {
         return Err(BlockError::Encode(
@@ -83,12 +103,12 @@ pub fn encode(
     ]);
     out.extend_from_slice(&series.to_le_bytes());
     out.extend_from_slice(&(ts.len() as u32).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&origin.resolution_s.to_le_bytes());
     out.extend_from_slice(&ts[0].to_le_bytes());
     out.extend_from_slice(&ts[ts.len() - 1].to_le_bytes());
     out.extend_from_slice(&step.to_le_bytes());
     out.extend_from_slice(&(ts_bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&origin.source.to_le_bytes());
     out.extend_from_slice(&ts_bytes);
     out.extend_from_slice(&values);
     Ok(out)
@@ -112,6 +132,10 @@ pub fn header(block: &[u8]) -> Result<BlockHeader, BlockError> {
         count: le_u32(block, 8),
         min_ts: le_i64(block, 16),
         max_ts: le_i64(block, 24),
+        origin: Origin {
+            resolution_s: le_u32(block, 12),
+            source: le_u32(block, 44),
+        },
     };
     if header.count == 0 || header.max_ts < header.min_ts {
         return Err(BlockError::Header("empty or inverted time range"));

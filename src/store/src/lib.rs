@@ -29,6 +29,7 @@
 
 mod block;
 mod catalog;
+pub mod downsample;
 pub mod log_file;
 mod store;
 mod types;

@@ -2,6 +2,7 @@
 
 use crate::block::{self, Values};
 use crate::catalog::{Catalog, SeriesInfo};
+use crate::downsample::{self, DownsampleJob, DownsampleOutput, Tier};
 use crate::log_file::{read_log, read_record_at, sync_dir, LogKind, LogWriter, RECORD_HEADER_LEN};
 use crate::types::*;
 use crate::wal::{self, WalPoint};
@@ -34,6 +35,8 @@ pub struct StoreOptions {
     pub segment_bytes: u64,
     /// A checkpoint runs when the WAL passes this size.
     pub wal_checkpoint_bytes: u64,
+    /// Downsampling tiers, by increasing age.
+    pub tiers: Vec<Tier>,
 }
 
 impl Default for StoreOptions {
@@ -43,6 +46,7 @@ impl Default for StoreOptions {
             block_points: 4096,
             segment_bytes: 64 << 20,
             wal_checkpoint_bytes: 16 << 20,
+            tiers: downsample::default_tiers(),
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct OpenReport {
     /// WAL points already sealed in blocks before the crash.
     pub wal_points_already_sealed: usize,
     pub catalog_records_skipped: usize,
+    /// Segments already downsampled before a crash, removed at open.
+    pub downsampled_sources_removed: usize,
     pub recovery_ms: f64,
 }
 
@@ -110,6 +116,8 @@ struct Segment {
     file: File,
     bytes: u64,
     max_ts: i64,
+    /// The finest resolution of its blocks (0 = raw), u32::MAX when it holds none.
+    min_resolution_s: u32,
 }
 
 /// One series' points as columns.
@@ -235,7 +243,11 @@ impl Store {
         let mut last_ts: HashMap<u32, i64> = HashMap::new();
         let seg_files = numbered(dir, "seg-")?;
         let mut current = None;
+        // First pass: every block header and every downsampling commit record.
+        let mut found: Vec<(u32, u64, u32, block::BlockHeader)> = Vec::new();
+        let mut committed = std::collections::HashSet::new();
         for (i, (id, path)) in seg_files.iter().enumerate() {
+            let id = *id as u32;
             let (records, scan) = read_log(path, LogKind::Segment)?;
             for (from, to) in &scan.corrupt {
                 report
@@ -243,39 +255,66 @@ impl Store {
                     .push((path.display().to_string(), *from, *to));
             }
             report.torn_tail_bytes += scan.torn_tail;
-            let mut max_ts = i64::MIN;
             for record in records {
+                if let Some(source) = downsample::parse_commit(&record.payload) {
+                    committed.insert(source);
+                    continue;
+                }
                 match block::header(&record.payload) {
                     Ok(h) if (h.series as usize) < catalog.series.len() => {
-                        index.entry(h.series).or_default().push(BlockRef {
-                            segment: *id as u32,
-                            offset: record.offset,
-                            len: record.payload.len() as u32,
-                            min_ts: h.min_ts,
-                            max_ts: h.max_ts,
-                            count: h.count,
-                        });
-                        let last = last_ts.entry(h.series).or_insert(i64::MIN);
-                        *last = (*last).max(h.max_ts);
-                        max_ts = max_ts.max(h.max_ts);
-                        report.blocks += 1;
+                        found.push((id, record.offset, record.payload.len() as u32, h));
                     }
                     _ => report.bad_blocks += 1,
                 }
             }
-            let is_last = i + 1 == seg_files.len();
-            if is_last {
-                current = Some((*id as u32, LogWriter::append_to(path, scan.good_end)?));
+            if i + 1 == seg_files.len() {
+                current = Some((id, LogWriter::append_to(path, scan.good_end)?));
             }
             segments.insert(
-                *id as u32,
+                id,
                 Segment {
                     path: path.clone(),
                     file: open_file(path)?,
                     bytes: scan.good_end,
-                    max_ts,
+                    max_ts: i64::MIN,
+                    min_resolution_s: u32::MAX,
                 },
             );
+        }
+        // A downsampled segment whose commit is durable but whose file a crash left behind is
+        // replaced by its output: delete it. Output blocks without a commit are from an apply
+        // that never finished: ignore them, their source is still here.
+        let finished: Vec<u32> = committed
+            .iter()
+            .copied()
+            .filter(|s| segments.contains_key(s))
+            .collect();
+        for source in &finished {
+            if let Some(segment) = segments.remove(source) {
+                let _ = std::fs::remove_file(&segment.path);
+                report.downsampled_sources_removed += 1;
+            }
+        }
+        for (segment, offset, len, h) in found {
+            let valid_origin = h.origin.source == 0 || committed.contains(&h.origin.source);
+            if !valid_origin || finished.contains(&segment) {
+                continue;
+            }
+            index.entry(h.series).or_default().push(BlockRef {
+                segment,
+                offset,
+                len,
+                min_ts: h.min_ts,
+                max_ts: h.max_ts,
+                count: h.count,
+            });
+            let last = last_ts.entry(h.series).or_insert(i64::MIN);
+            *last = (*last).max(h.max_ts);
+            if let Some(seg) = segments.get_mut(&segment) {
+                seg.max_ts = seg.max_ts.max(h.max_ts);
+                seg.min_resolution_s = seg.min_resolution_s.min(h.origin.resolution_s);
+            }
+            report.blocks += 1;
         }
         for blocks in index.values_mut() {
             blocks.sort_by_key(|b| b.min_ts);
@@ -293,6 +332,7 @@ impl Store {
                         path,
                         bytes: writer.len(),
                         max_ts: i64::MIN,
+                        min_resolution_s: u32::MAX,
                     },
                 );
                 (1, writer)
@@ -572,6 +612,7 @@ impl Store {
             .ok_or_else(|| StoreError::Internal("current segment missing".into()))?;
         segment.bytes = self.current.len();
         segment.max_ts = segment.max_ts.max(r.max_ts);
+        segment.min_resolution_s = 0;
         self.index.entry(series).or_default().push(r);
         if self.current.len() > self.options.segment_bytes {
             self.rotate_segment()?;
@@ -591,6 +632,7 @@ impl Store {
                 path,
                 bytes: self.current.len(),
                 max_ts: i64::MIN,
+                min_resolution_s: u32::MAX,
             },
         );
         self.current_id = id;
@@ -895,6 +937,74 @@ impl Store {
             }
         }
         Ok(doomed.len())
+    }
+
+    /// Picks the oldest sealed segment that a downsampling tier applies to at `now_ns`.
+    pub fn plan_downsample(&self, now_ns: i64) -> Option<DownsampleJob> {
+        self.segments
+            .iter()
+            .filter(|(id, _)| **id != self.current_id)
+            .find_map(|(id, segment)| {
+                let tier =
+                    self.options.tiers.iter().rev().find(|t| {
+                        segment.max_ts < now_ns - t.after_ns && segment.max_ts != i64::MIN
+                    })?;
+                (segment.min_resolution_s < tier.step_s).then(|| DownsampleJob {
+                    segment: *id,
+                    path: segment.path.clone(),
+                    step_s: tier.step_s,
+                    kinds: self.catalog.series.iter().map(|s| s.kind).collect(),
+                })
+            })
+    }
+
+    /// Installs a finished job: its blocks and commit go into the current segment (synced), the
+    /// index moves to them, and the old segment is deleted. Returns the blocks written.
+    pub fn apply_downsample(&mut self, output: DownsampleOutput) -> Result<usize, StoreError> {
+        if !self.segments.contains_key(&output.segment) || output.segment == self.current_id {
+            return Err(StoreError::Invalid(format!(
+                "segment {} is not a sealed segment",
+                output.segment
+            )));
+        }
+        let commit = downsample::commit_record(output.segment);
+        let mut payloads: Vec<&[u8]> = output.blocks.iter().map(Vec::as_slice).collect();
+        payloads.push(&commit);
+        let offsets = self.current.append(&payloads)?;
+        self.current.sync()?;
+        for blocks in self.index.values_mut() {
+            blocks.retain(|b| b.segment != output.segment);
+        }
+        for (bytes, offset) in output.blocks.iter().zip(offsets) {
+            let h = block::header(bytes)?;
+            let blocks = self.index.entry(h.series).or_default();
+            blocks.push(BlockRef {
+                segment: self.current_id,
+                offset,
+                len: bytes.len() as u32,
+                min_ts: h.min_ts,
+                max_ts: h.max_ts,
+                count: h.count,
+            });
+            blocks.sort_by_key(|b| b.min_ts);
+            if let Some(current) = self.segments.get_mut(&self.current_id) {
+                current.max_ts = current.max_ts.max(h.max_ts);
+                current.min_resolution_s = current.min_resolution_s.min(h.origin.resolution_s);
+            }
+        }
+        if let Some(current) = self.segments.get_mut(&self.current_id) {
+            current.bytes = self.current.len();
+        }
+        if let Some(old) = self.segments.remove(&output.segment) {
+            std::fs::remove_file(&old.path).map_err(|e| {
+                StoreError::Internal(format!("cannot remove {}: {e}", old.path.display()))
+            })?;
+            sync_dir(&old.path)?;
+        }
+        if self.current.len() > self.options.segment_bytes {
+            self.rotate_segment()?;
+        }
+        Ok(output.blocks.len())
     }
 
     pub fn stats(&self) -> StoreStats {
