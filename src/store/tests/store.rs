@@ -72,6 +72,22 @@ fn points_survive_close_and_reopen_with_heads_and_blocks() {
     );
     let stats = store.stats();
     assert_eq!((stats.series, stats.vms, stats.samples), (2, 1, 1001));
+    let mut latest: Vec<(String, Point)> = store
+        .latest_points()
+        .map(|(s, p)| (s.metric.clone(), p))
+        .collect();
+    latest.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        latest[0],
+        (
+            "cpu".to_string(),
+            Point {
+                ts_ns: 999 * S,
+                value: Value::F64(249.75)
+            }
+        )
+    );
+    assert_eq!(latest[1].0, "exits");
     store.close().unwrap();
     let store = Store::open(dir.path(), options(64)).unwrap();
     assert_eq!(
