@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 mod block;
+mod block_cache;
 mod catalog;
 pub mod downsample;
 pub mod log_file;

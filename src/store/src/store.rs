@@ -1,6 +1,7 @@
 //! The store proper: open and recover, append, checkpoint, read, retain.
 
 use crate::block::{self, Values};
+use crate::block_cache::{BlockCache, Decoded};
 use crate::catalog::{Catalog, SeriesInfo};
 use crate::downsample::{self, DownsampleJob, DownsampleOutput, Tier};
 use crate::log_file::{read_log, read_record_at, sync_dir, LogKind, LogWriter, RECORD_HEADER_LEN};
@@ -12,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 use tracing::warn;
 
@@ -37,6 +39,8 @@ pub struct StoreOptions {
     pub wal_checkpoint_bytes: u64,
     /// Downsampling tiers, by increasing age.
     pub tiers: Vec<Tier>,
+    /// Memory for decoded blocks, so repeated reads of a recent window copy instead of decode.
+    pub cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -47,6 +51,7 @@ impl Default for StoreOptions {
             segment_bytes: 64 << 20,
             wal_checkpoint_bytes: 16 << 20,
             tiers: downsample::default_tiers(),
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -191,6 +196,7 @@ pub struct Store {
     event_index: Vec<(i64, u64, u32)>,
     report: OpenReport,
     read_errors: AtomicU64,
+    cache: BlockCache,
     scratch: Vec<u8>,
 }
 
@@ -416,6 +422,7 @@ impl Store {
             )
         };
 
+        let cache = BlockCache::new(options.cache_bytes);
         let mut store = Self {
             dir: dir.to_path_buf(),
             options,
@@ -432,6 +439,7 @@ impl Store {
             event_index,
             report,
             read_errors: AtomicU64::new(0),
+            cache,
             scratch: Vec::new(),
         };
         if !stale_wals.is_empty() {
@@ -664,6 +672,27 @@ impl Store {
         Ok(())
     }
 
+    /// A block decoded, from the cache or from disk (then cached).
+    fn decoded_block(&self, r: &BlockRef, kind: ValueKind) -> Option<Arc<Decoded>> {
+        let key = (r.segment, r.offset);
+        if let Some(hit) = self.cache.get(key) {
+            return Some(hit);
+        }
+        let payload = self.load_block(r)?;
+        let mut decoded = Decoded {
+            ts: Vec::with_capacity(r.count as usize),
+            values: Values::new(kind),
+        };
+        if let Err(error) = block::decode_append(&payload, &mut decoded.ts, &mut decoded.values) {
+            self.read_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(%error, offset = r.offset, "undecodable block skipped");
+            return None;
+        }
+        let decoded = Arc::new(decoded);
+        self.cache.insert(key, decoded.clone());
+        Some(decoded)
+    }
+
     fn load_block(&self, r: &BlockRef) -> Option<Vec<u8>> {
         let segment = self.segments.get(&r.segment)?;
         let payload = read_record_at(&segment.file, &segment.path, r.offset, r.len as usize)
@@ -728,12 +757,17 @@ impl Store {
             let total: usize = wanted.iter().map(|r| r.count as usize).sum();
             out.ts.reserve(total);
             for r in wanted {
-                let Some(payload) = self.load_block(r) else {
+                let Some(decoded) = self.decoded_block(r, info.kind) else {
                     continue;
                 };
-                if let Err(error) = block::decode_append(&payload, &mut out.ts, &mut out.values) {
-                    self.read_errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(%error, offset = r.offset, "undecodable block skipped");
+                out.ts.extend_from_slice(&decoded.ts);
+                match (&mut out.values, &decoded.values) {
+                    (Values::F64(v), Values::F64(d)) => v.extend_from_slice(d),
+                    (Values::U64(v), Values::U64(d)) => v.extend_from_slice(d),
+                    _ => {
+                        out.ts.truncate(out.ts.len() - decoded.ts.len());
+                        self.read_errors.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
