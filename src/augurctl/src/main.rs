@@ -1,6 +1,7 @@
 //! `augurctl`: talks to augurd over its admin socket.
 #![forbid(unsafe_code)]
 
+mod eval;
 mod time_arg;
 
 use augur_admin::{render, AdminClient, ClientError, ExportFormat, Reply, Request};
@@ -52,6 +53,29 @@ enum Command {
     Store {
         #[command(subcommand)]
         command: StoreCommand,
+    },
+    /// Offline evaluation on real traces (no daemon needed).
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCommand {
+    /// Forecast accuracy of every model at each horizon: MAE and MASE on the last 10% of each series.
+    Forecast {
+        /// A directory of traces (subfolders such as months are read too), or one wide file.
+        #[arg(long)]
+        traces: PathBuf,
+        #[arg(long, value_enum, default_value_t = eval::TraceFormat::Gwa)]
+        format: eval::TraceFormat,
+        /// cpu, mem, disk or net.
+        #[arg(long, default_value = "cpu")]
+        metric: String,
+        /// Comma-separated, in minutes or hours (multiples of 5 minutes).
+        #[arg(long, default_value = "5m,15m,60m")]
+        horizons: String,
     },
 }
 
@@ -109,6 +133,7 @@ fn request(command: &Command) -> anyhow::Result<Request> {
         Command::Store {
             command: StoreCommand::Stats,
         } => Request::StoreStats,
+        Command::Eval { .. } => anyhow::bail!("eval runs locally, not through augurd"),
         Command::Store {
             command:
                 StoreCommand::Export {
@@ -152,6 +177,18 @@ fn human(reply: &Reply) -> String {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    if let Command::Eval {
+        command:
+            EvalCommand::Forecast {
+                traces,
+                format,
+                metric,
+                horizons,
+            },
+    } = &cli.command
+    {
+        return eval::forecast(traces, *format, metric, horizons, cli.json);
+    }
     let request = request(&cli.command)?;
     let mut client = AdminClient::connect(&cli.socket)?;
     let reply = client.call(request)?;

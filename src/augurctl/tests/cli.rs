@@ -162,3 +162,55 @@ fn store_stats_and_export_outlive_the_vm() {
     ));
     assert!(stderr.contains("--from"), "{stderr}");
 }
+
+#[test]
+fn eval_forecast_reports_every_baseline_at_every_horizon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\tMemory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\tDisk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]\n");
+    for i in 0..2000i64 {
+        let cpu =
+            20.0 + 10.0 * ((i % 288) as f64 / 288.0 * std::f64::consts::TAU).sin() + (i % 7) as f64;
+        text.push_str(&format!(
+            "{};\t2;\t5200;\t1;\t{cpu};\t1000;\t500;\t1;\t2;\t3;\t4\n",
+            1_375_308_176 + i * 300
+        ));
+    }
+    std::fs::write(dir.path().join("1.csv"), &text).unwrap();
+    std::fs::write(dir.path().join("manifest.csv"), "file,rows\n1.csv,2000\n").unwrap();
+    let out = augurctl(
+        Path::new("/unused"),
+        &[
+            "eval",
+            "forecast",
+            "--traces",
+            dir.path().to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 18, "6 baselines x 3 horizons");
+    assert!(results
+        .iter()
+        .all(|r| r["coverage"].is_null() && r["mase"].as_f64().unwrap() > 0.0));
+    assert_eq!(json["load"]["series"], 1);
+    assert_eq!(
+        json["load"]["unreadable_files"].as_array().unwrap().len(),
+        1,
+        "the manifest is not a VM"
+    );
+    let bad = augurctl(
+        Path::new("/unused"),
+        &[
+            "eval",
+            "forecast",
+            "--traces",
+            dir.path().to_str().unwrap(),
+            "--horizons",
+            "7m",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--horizons"));
+}

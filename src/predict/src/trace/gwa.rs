@@ -1,0 +1,152 @@
+//! The Bitbrains GWA-T-12 per-VM CSV: `;`-separated, a header, 11 columns:
+//! timestamp (Unix seconds), CPU cores, CPU capacity (MHz), CPU usage (MHz), CPU usage (%),
+//! memory capacity (KB), memory usage (KB), disk read (KB/s), disk write (KB/s), network
+//! received (KB/s), network transmitted (KB/s). One file per VM and month; files of the same name
+//! in month subfolders continue the same VM.
+
+use super::{csv_files, lines, regularize, LoadReport, Resource, Series, TraceError};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The value of `resource` in a parsed row, or `None` if out of range.
+fn pick(resource: Resource, row: &[f64]) -> Option<f64> {
+    let value = match resource {
+        Resource::Cpu => row[4],
+        Resource::Mem => row[6],
+        Resource::Disk => row[7] + row[8],
+        Resource::Net => row[9] + row[10],
+    };
+    let limit = match resource {
+        // A VM cannot use more than all of its cores; allow rounding slack.
+        Resource::Cpu => 100.0 * 1.05,
+        _ => 1e12,
+    };
+    (value.is_finite() && value >= 0.0 && value <= limit).then_some(value)
+}
+
+/// Loads every VM in `dir` for one resource.
+pub fn load(dir: &Path, resource: Resource) -> Result<(Vec<Series>, LoadReport), TraceError> {
+    let mut report = LoadReport::default();
+    let mut rows_by_vm: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+    for path in csv_files(dir)? {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let vm = name
+            .trim_end_matches(".gz")
+            .trim_end_matches(".csv")
+            .to_string();
+        let lines = match lines(&path) {
+            Ok(lines) => lines,
+            Err(error) => {
+                report.unreadable_files.push(error.to_string());
+                continue;
+            }
+        };
+        let mut lines = lines.peekable();
+        let looks_like_gwa = matches!(lines.peek(), Some(Ok(first)) if first.contains(';'));
+        if !looks_like_gwa {
+            report.unreadable_files.push(format!(
+                "{}: not a GWA-T-12 file (no ';'-separated header)",
+                path.display()
+            ));
+            continue;
+        }
+        report.files += 1;
+        let rows = rows_by_vm.entry(vm).or_default();
+        for (n, line) in lines.enumerate() {
+            let Ok(line) = line else {
+                report.unreadable_files.push(format!(
+                    "{}: read error at line {}",
+                    path.display(),
+                    n + 1
+                ));
+                break;
+            };
+            if n == 0 && line.to_ascii_lowercase().contains("timestamp") {
+                continue;
+            }
+            report.rows += 1;
+            let parsed: Option<Vec<f64>> = {
+                let fields: Vec<&str> = line.split(';').map(str::trim).collect();
+                (fields.len() == 11)
+                    .then(|| fields.iter().map(|f| f.parse::<f64>().ok()).collect())
+                    .flatten()
+            };
+            let Some(row) = parsed.filter(|r| r[0].is_finite() && r[0] > 0.0) else {
+                report.malformed_rows += 1;
+                continue;
+            };
+            match pick(resource, &row) {
+                Some(v) => rows.push((row[0] as i64, v)),
+                None => {
+                    report.out_of_range += 1;
+                    let clamped = if resource == Resource::Cpu {
+                        row[4].clamp(0.0, 100.0)
+                    } else {
+                        0.0
+                    };
+                    if clamped.is_finite() {
+                        rows.push((row[0] as i64, clamped));
+                    }
+                }
+            }
+        }
+    }
+    let mut series = Vec::new();
+    for (vm, mut rows) in rows_by_vm {
+        rows.sort_by_key(|r| r.0);
+        if let Some(s) = regularize(vm, &rows, &mut report) {
+            series.push(s);
+        }
+    }
+    Ok((series, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const HEADER: &str = "Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\tMemory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\tDisk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]";
+
+    fn row(ts: i64, cpu: f64) -> String {
+        format!("{ts};\t2;\t5200;\t100;\t{cpu};\t1000;\t500;\t1;\t2;\t3;\t4")
+    }
+
+    #[test]
+    fn months_continue_gaps_fill_and_bad_rows_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("2013-7")).unwrap();
+        std::fs::create_dir_all(dir.path().join("2013-8")).unwrap();
+        let july = [
+            HEADER.to_string(),
+            row(1000, 1.0),
+            row(1300, 2.0),
+            "garbage;line".into(),
+            row(1601, 3.0),
+        ]
+        .join("\n");
+        std::fs::write(dir.path().join("2013-7/7.csv"), july).unwrap();
+        // August, gzipped, after a 10-minute hole, with one impossible value.
+        let august = [HEADER.to_string(), row(2500, 5.0), row(2800, 250.0)].join("\n");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(august.as_bytes()).unwrap();
+        std::fs::write(dir.path().join("2013-8/7.csv.gz"), gz.finish().unwrap()).unwrap();
+        let (series, report) = load(dir.path(), Resource::Cpu).unwrap();
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].values, vec![1.0, 2.0, 3.0, 3.0, 3.0, 5.0, 100.0]);
+        assert_eq!(
+            (
+                report.files,
+                report.malformed_rows,
+                report.out_of_range,
+                report.gap_steps_filled
+            ),
+            (2, 1, 1, 2)
+        );
+        let (disk, _) = load(dir.path(), Resource::Disk).unwrap();
+        assert_eq!(disk[0].values[0], 3.0);
+    }
+}
