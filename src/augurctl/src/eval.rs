@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use augur_predict::baselines;
-use augur_predict::eval::{evaluate, parse_horizons, EvalRow};
+use augur_predict::eval::{evaluate, evaluate_gbt, parse_horizons, EvalRow};
 use augur_predict::trace::{gwa, wide, Resource};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -40,7 +40,7 @@ pub fn forecast(
     }
     let terminal = std::io::stderr().is_terminal() && !json;
     let mut models = baselines::all();
-    let (rows, skips) = evaluate(&series, metric, &mut models, &steps, |done, total| {
+    let (mut rows, skips) = evaluate(&series, metric, &mut models, &steps, |done, total| {
         if terminal {
             let width = 30;
             let filled = done * width / total.max(1);
@@ -54,7 +54,31 @@ pub fn forecast(
     });
     if terminal {
         eprintln!();
+        eprint!("training augur-gbt ...");
     }
+    let vms = match format {
+        TraceFormat::Gwa => gwa::load_vms(traces, resource)?.0,
+        TraceFormat::Wide => series
+            .iter()
+            .map(|s| augur_predict::gbt::VmSeries {
+                id: s.id.clone(),
+                start_s: s.start_s,
+                target: s.values.clone(),
+                others: Vec::new(),
+            })
+            .collect(),
+    };
+    let clamp = (resource == Resource::Cpu)
+        .then_some((0.0, 100.0))
+        .or(Some((0.0, f64::MAX)));
+    let started = std::time::Instant::now();
+    let gbt = evaluate_gbt(&vms, metric, &steps, 0.95, clamp)
+        .map_err(|e| anyhow::anyhow!("augur-gbt: {e}"))?;
+    let train_seconds = started.elapsed().as_secs_f64();
+    if terminal {
+        eprintln!(" {train_seconds:.1} s");
+    }
+    rows.extend(gbt);
     if json {
         let out = serde_json::json!({ "results": rows, "load": report, "skipped": skips });
         println!("{out}");

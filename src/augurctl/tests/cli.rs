@@ -164,7 +164,7 @@ fn store_stats_and_export_outlive_the_vm() {
 }
 
 #[test]
-fn eval_forecast_reports_every_baseline_at_every_horizon() {
+fn eval_forecast_reports_every_model_at_every_horizon() {
     let dir = tempfile::tempdir().unwrap();
     let mut text = String::from("Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\tMemory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\tDisk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]\n");
     for i in 0..2000i64 {
@@ -190,10 +190,18 @@ fn eval_forecast_reports_every_baseline_at_every_horizon() {
     assert!(out.status.success(), "{out:?}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let results = json["results"].as_array().unwrap();
-    assert_eq!(results.len(), 18, "6 baselines x 3 horizons");
-    assert!(results
-        .iter()
-        .all(|r| r["coverage"].is_null() && r["mase"].as_f64().unwrap() > 0.0));
+    assert_eq!(results.len(), 21, "(6 baselines + augur-gbt) x 3 horizons");
+    for r in results {
+        assert!(r["mase"].as_f64().unwrap() > 0.0, "{r}");
+        if r["model"] == "augur-gbt" {
+            let coverage = r["coverage"]
+                .as_f64()
+                .expect("augur-gbt has an upper bound");
+            assert!((0.5..=1.0).contains(&coverage), "{r}");
+        } else {
+            assert!(r["coverage"].is_null(), "baselines have no bound: {r}");
+        }
+    }
     assert_eq!(json["load"]["series"], 1);
     assert_eq!(
         json["load"]["unreadable_files"].as_array().unwrap().len(),

@@ -122,6 +122,70 @@ pub fn evaluate(
     (rows, skips)
 }
 
+/// Evaluates `augur-gbt` by the same protocol, with the coverage of its upper bound.
+pub fn evaluate_gbt(
+    vms: &[crate::gbt::VmSeries],
+    metric: &str,
+    horizons: &[usize],
+    level: f64,
+    clamp: Option<(f64, f64)>,
+) -> Result<Vec<EvalRow>, String> {
+    let max_h = horizons.iter().copied().max().unwrap_or(1);
+    let usable: Vec<crate::gbt::VmSeries> = vms
+        .iter()
+        .filter(|vm| {
+            let end = (vm.target.len() as f64 * TRAIN_SHARE).floor() as usize;
+            end > SEASON + 12 && end < vm.target.len() && end >= max_h
+        })
+        .cloned()
+        .collect();
+    let train_end: Vec<usize> = usable
+        .iter()
+        .map(|vm| (vm.target.len() as f64 * TRAIN_SHARE).floor() as usize)
+        .collect();
+    let mut rows = Vec::new();
+    for &h in horizons {
+        let forecasts = crate::gbt::train_and_forecast(&usable, &train_end, h, level, clamp)?;
+        let (mut mae_sum, mut mase_sum, mut n_mase, mut covered, mut total) =
+            (0.0, 0.0, 0usize, 0usize, 0usize);
+        for (v, vm) in usable.iter().enumerate() {
+            let actual = &vm.target[train_end[v].max(h)..];
+            let mean = &forecasts.mean[v];
+            let mae = mean
+                .iter()
+                .zip(actual)
+                .map(|(f, y)| (f - y).abs())
+                .sum::<f64>()
+                / actual.len() as f64;
+            mae_sum += mae;
+            if let Some(scale) = seasonal_scale(&vm.target[..train_end[v]]).filter(|s| *s > 0.0) {
+                mase_sum += mae / scale;
+                n_mase += 1;
+            }
+            covered += forecasts.upper[v]
+                .iter()
+                .zip(actual)
+                .filter(|(u, y)| y <= u)
+                .count();
+            total += actual.len();
+        }
+        rows.push(EvalRow {
+            model: "augur-gbt".into(),
+            metric: metric.to_string(),
+            horizon_s: h as i64 * crate::STEP_S,
+            mae: mae_sum / usable.len().max(1) as f64,
+            mase: if n_mase > 0 {
+                mase_sum / n_mase as f64
+            } else {
+                f64::NAN
+            },
+            coverage: (total > 0).then(|| covered as f64 / total as f64),
+            series: usable.len(),
+        });
+    }
+    Ok(rows)
+}
+
 /// Parses horizons like "5m,15m,60m,1h" into steps of 5 minutes.
 pub fn parse_horizons(text: &str) -> Result<Vec<usize>, String> {
     text.split(',')

@@ -7,6 +7,7 @@
 
 pub mod baselines;
 pub mod eval;
+pub mod gbt;
 pub mod trace;
 
 /// Steps per day at 5-minute resolution: the season of the seasonal baselines and of MASE.

@@ -104,6 +104,44 @@ pub fn load(dir: &Path, resource: Resource) -> Result<(Vec<Series>, LoadReport),
     Ok((series, report))
 }
 
+/// Loads `target` with every other resource of the same VMs as behavioural features, keeping the
+/// VMs whose resources share one grid.
+pub fn load_vms(
+    dir: &Path,
+    target: Resource,
+) -> Result<(Vec<crate::gbt::VmSeries>, LoadReport), TraceError> {
+    let (main, report) = load(dir, target)?;
+    let others: Vec<Vec<Series>> = [Resource::Cpu, Resource::Mem, Resource::Disk, Resource::Net]
+        .into_iter()
+        .filter(|r| *r != target)
+        .map(|r| load(dir, r).map(|(s, _)| s))
+        .collect::<Result<_, _>>()?;
+    let vms = main
+        .into_iter()
+        .filter_map(|s| {
+            let aligned: Option<Vec<Vec<f64>>> = others
+                .iter()
+                .map(|set| {
+                    set.iter()
+                        .find(|o| {
+                            o.id == s.id
+                                && o.start_s == s.start_s
+                                && o.values.len() == s.values.len()
+                        })
+                        .map(|o| o.values.clone())
+                })
+                .collect();
+            Some(crate::gbt::VmSeries {
+                id: s.id,
+                start_s: s.start_s,
+                target: s.values,
+                others: aligned?,
+            })
+        })
+        .collect();
+    Ok((vms, report))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
