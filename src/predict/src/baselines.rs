@@ -1,17 +1,17 @@
 //! The baseline forecasters, defined exactly so that anyone can recompute them. A forecast of
 //! `y[t+h]` made at step `t` uses `y[..=t]` only.
 //!
-//! | name | forecast of y[t+h] |
+//! | name | forecast of `y[t+h]` |
 //! |---|---|
-//! | `last-value` | y[t] |
-//! | `seasonal-naive` | y[t+h-288] (one day back) |
-//! | `moving-average` | mean of y[t-5..=t] |
-//! | `rolling-median` | median of y[t-11..=t] |
-//! | `ewma` | s[t], where s[0] = y[0] and s[i] = 0.3 y[i] + 0.7 s[i-1] |
-//! | `linear` | least squares on the last 12 lags y[t-11..=t] plus an intercept, fitted per series and horizon on its training part |
+//! | `last-value` | `y[t]` |
+//! | `seasonal-naive` | `y[t+h-288]` (one day back) |
+//! | `moving-average` | mean of `y[t-5..=t]` |
+//! | `rolling-median` | median of `y[t-11..=t]` |
+//! | `ewma` | `s[t]`, where `s[0] = y[0]` and `s[i] = 0.3 y[i] + 0.7 s[i-1]` |
+//! | `linear` | least squares on the last 12 lags `y[t-11..=t]` plus an intercept, fitted per series and horizon on its training part |
 //!
 //! Near the start of a series, windows shrink to what exists and `seasonal-naive` falls back to
-//! y[t].
+//! `y[t]`.
 
 use crate::SEASON;
 use std::ops::Range;
