@@ -10,7 +10,7 @@
 //! a checksummed log record, so its bytes are verified before they are decoded.
 
 use crate::types::ValueKind;
-use pco::standalone::{simple_compress, simple_decompress};
+use pco::standalone::simple_compress;
 use pco::ChunkConfig;
 
 const VERSION: u8 = 1;
@@ -226,34 +226,13 @@ pub fn decode_append(
 /// Decodes a block into timestamps and value bits.
 pub fn decode(block: &[u8]) -> Result<(BlockHeader, Vec<i64>, Vec<u64>), BlockError> {
     let h = header(block)?;
-    let count = h.count as usize;
-    let step = le_i64(block, 32);
-    let ts_len = le_u32(block, 40) as usize;
-    let ts_end = HEADER_LEN
-        .checked_add(ts_len)
-        .filter(|end| *end <= block.len())
-        .ok_or(BlockError::Header("timestamp section past the end"))?;
-    let ts = match block[2] {
-        TS_REGULAR => (0..count as i64).map(|i| h.min_ts + i * step).collect(),
-        TS_PCO => simple_decompress::<i64>(&block[HEADER_LEN..ts_end])
-            .map_err(|e| BlockError::Decode(e.to_string()))?,
-        _ => return Err(BlockError::Header("unknown timestamp mode")),
+    let mut ts = Vec::with_capacity(h.count as usize);
+    let mut values = Values::new(h.kind);
+    decode_append(block, &mut ts, &mut values)?;
+    let bits = match values {
+        Values::F64(v) => v.into_iter().map(f64::to_bits).collect(),
+        Values::U64(v) => v,
     };
-    let values = &block[ts_end..];
-    let bits: Vec<u64> = match h.kind {
-        ValueKind::U64 => simple_decompress::<u64>(values),
-        ValueKind::F64 => {
-            simple_decompress::<f64>(values).map(|v| v.into_iter().map(f64::to_bits).collect())
-        }
-    }
-    .map_err(|e| BlockError::Decode(e.to_string()))?;
-    if ts.len() != count || bits.len() != count {
-        return Err(BlockError::Decode(format!(
-            "holds {} timestamps and {} values, header says {count}",
-            ts.len(),
-            bits.len()
-        )));
-    }
     Ok((h, ts, bits))
 }
 
