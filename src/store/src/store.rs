@@ -4,7 +4,9 @@ use crate::block::{self, Values};
 use crate::block_cache::{BlockCache, Decoded};
 use crate::catalog::{Catalog, SeriesInfo};
 use crate::downsample::{self, DownsampleJob, DownsampleOutput, Tier};
-use crate::log_file::{read_log, read_record_at, sync_dir, LogKind, LogWriter, RECORD_HEADER_LEN};
+use crate::log_file::{
+    read_log, read_record_at, sync_dir, LogKind, LogWriter, ScanReport, RECORD_HEADER_LEN,
+};
 use crate::types::*;
 use crate::wal::{self, WalPoint};
 use crate::StoreError;
@@ -77,6 +79,14 @@ pub struct OpenReport {
 }
 
 impl OpenReport {
+    /// Records what reading one log file skipped.
+    fn note_scan(&mut self, path: &Path, scan: &ScanReport) {
+        for (from, to) in &scan.corrupt {
+            self.corrupt.push((path.display().to_string(), *from, *to));
+        }
+        self.torn_tail_bytes += scan.torn_tail;
+    }
+
     pub fn is_clean(&self) -> bool {
         self.corrupt.is_empty() && self.bad_blocks == 0 && self.catalog_records_skipped == 0
     }
@@ -255,12 +265,7 @@ impl Store {
         for (i, (id, path)) in seg_files.iter().enumerate() {
             let id = *id as u32;
             let (records, scan) = read_log(path, LogKind::Segment)?;
-            for (from, to) in &scan.corrupt {
-                report
-                    .corrupt
-                    .push((path.display().to_string(), *from, *to));
-            }
-            report.torn_tail_bytes += scan.torn_tail;
+            report.note_scan(path, &scan);
             for record in records {
                 if let Some(source) = downsample::parse_commit(&record.payload) {
                     committed.insert(source);
@@ -350,12 +355,7 @@ impl Store {
         let mut heads: HashMap<u32, Head> = HashMap::new();
         for (_, path) in &wal_files {
             let (records, scan) = read_log(path, LogKind::Wal)?;
-            for (from, to) in &scan.corrupt {
-                report
-                    .corrupt
-                    .push((path.display().to_string(), *from, *to));
-            }
-            report.torn_tail_bytes += scan.torn_tail;
+            report.note_scan(path, &scan);
             for record in records {
                 let Ok(points) = wal::decode(&record.payload) else {
                     report
@@ -401,12 +401,7 @@ impl Store {
         let events_path = dir.join("events.log");
         let (events, event_index) = if events_path.exists() {
             let (records, scan) = read_log(&events_path, LogKind::Events)?;
-            for (from, to) in &scan.corrupt {
-                report
-                    .corrupt
-                    .push((events_path.display().to_string(), *from, *to));
-            }
-            report.torn_tail_bytes += scan.torn_tail;
+            report.note_scan(&events_path, &scan);
             let index = records
                 .iter()
                 .filter_map(|r| {
