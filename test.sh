@@ -40,7 +40,7 @@ step "tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked -- --show-output 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast -- --show-output 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 grep -h '^SKIPPED' "$log" | sort -u || true

@@ -166,16 +166,27 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Creates a new, empty log (failing if it exists).
+    /// Creates a new, empty log (failing if it exists). The header is written and synced under
+    /// a temporary name and the file renamed into place, so a crash never leaves a log with a
+    /// torn header behind: under its final name a log always has a whole header.
     pub fn create(path: &Path, kind: LogKind) -> Result<Self, LogError> {
+        if path.exists() {
+            return Err(LogError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            });
+        }
+        let staging = staging_path(path);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(io_err(path))?;
-        file.write_all(&header(kind)).map_err(io_err(path))?;
-        file.sync_all().map_err(io_err(path))?;
+            .create(true)
+            .truncate(true)
+            .open(&staging)
+            .map_err(io_err(&staging))?;
+        file.write_all(&header(kind)).map_err(io_err(&staging))?;
+        file.sync_all().map_err(io_err(&staging))?;
+        std::fs::rename(&staging, path).map_err(io_err(path))?;
         sync_dir(path)?;
         Ok(Self {
             file,
@@ -243,6 +254,16 @@ impl LogWriter {
 }
 
 /// Makes a file's creation, rename or removal in its directory durable.
+/// Where [`LogWriter::create`] writes a log's header before renaming it into place; a leftover
+/// one (a crash between the two) is overwritten by the next create and never read.
+fn staging_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.new"))
+}
+
 pub fn sync_dir(path: &Path) -> Result<(), LogError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     File::open(dir)
@@ -330,5 +351,20 @@ mod tests {
             read_log(&path, LogKind::Wal),
             Err(LogError::BadHeader { .. })
         ));
+    }
+
+    #[test]
+    fn a_crash_while_creating_leaves_no_log_with_a_torn_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal-00000002.log");
+        // What a crash between writing the header and the rename leaves: a partial staging file.
+        std::fs::write(staging_path(&path), &header(LogKind::Wal)[..5]).unwrap();
+        assert!(!path.exists());
+        LogWriter::create(&path, LogKind::Wal).unwrap();
+        let (records, report) = read_log(&path, LogKind::Wal).unwrap();
+        assert!(records.is_empty());
+        assert_eq!(report.good_end, FILE_HEADER_LEN);
+        assert!(!staging_path(&path).exists());
+        assert!(LogWriter::create(&path, LogKind::Wal).is_err());
     }
 }
