@@ -2,10 +2,12 @@
 
 use anyhow::Context;
 use augur_predict::baselines;
-use augur_predict::eval::{evaluate, evaluate_gbt, parse_horizons, EvalRow};
+use augur_predict::eval::{evaluate, evaluate_gbt, parse_horizons, EvalRow, Protocol};
+use augur_predict::gbt::Settings;
+use augur_predict::split::Split;
 use augur_predict::trace::{gwa, wide, Resource};
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum TraceFormat {
@@ -13,19 +15,59 @@ pub enum TraceFormat {
     Wide,
 }
 
-pub fn forecast(
-    traces: &Path,
-    format: TraceFormat,
-    metric: &str,
-    horizons: &str,
-    json: bool,
-) -> anyhow::Result<()> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolArg {
+    /// Every test step at each of --horizons.
+    Rolling,
+    /// GIFT-Eval windows of --window steps from non-overlapping origins.
+    Gift,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ForecastArgs {
+    /// A directory of traces (subfolders such as months are read too), or one wide file.
+    #[arg(long)]
+    pub traces: PathBuf,
+    #[arg(long, value_enum, default_value_t = TraceFormat::Gwa)]
+    pub format: TraceFormat,
+    /// cpu, mem, disk or net.
+    #[arg(long, default_value = "cpu")]
+    pub metric: String,
+    /// Comma-separated, in minutes or hours (multiples of 5 minutes); for --protocol rolling.
+    #[arg(long, default_value = "5m,15m,60m")]
+    pub horizons: String,
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Rolling)]
+    pub protocol: ProtocolArg,
+    /// Prediction length in steps for --protocol gift.
+    #[arg(long, default_value_t = 48)]
+    pub window: usize,
+    /// Which VMs: design (tuned on), held-out (never tuned on; a fixed hash of the VM id), all.
+    #[arg(long, default_value = "all")]
+    pub split: Split,
+    /// Coverage target of augur-gbt's upper bound.
+    #[arg(long, default_value_t = 0.95)]
+    pub level: f64,
+}
+
+pub fn forecast(args: &ForecastArgs, json: bool) -> anyhow::Result<()> {
+    let metric = args.metric.as_str();
+    let traces = args.traces.as_path();
+    let format = args.format;
     let resource: Resource = metric.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let steps = parse_horizons(horizons).map_err(|e| anyhow::anyhow!("--horizons: {e}"))?;
+    let protocol = match args.protocol {
+        ProtocolArg::Rolling => Protocol::Rolling(
+            parse_horizons(&args.horizons).map_err(|e| anyhow::anyhow!("--horizons: {e}"))?,
+        ),
+        ProtocolArg::Gift if (1..=2016).contains(&args.window) => Protocol::Gift(args.window),
+        ProtocolArg::Gift => anyhow::bail!("--window must be 1 to 2016 steps (7 days)"),
+    };
+    if !(0.5..1.0).contains(&args.level) {
+        anyhow::bail!("--level must be at least 0.5 and below 1");
+    }
     if !traces.exists() {
         anyhow::bail!("no traces at {}", traces.display());
     }
-    let (series, report) = match format {
+    let (mut series, report) = match format {
         TraceFormat::Gwa => gwa::load(traces, resource),
         TraceFormat::Wide => {
             if resource != Resource::Cpu {
@@ -35,12 +77,17 @@ pub fn forecast(
         }
     }
     .with_context(|| format!("loading {}", traces.display()))?;
+    series.retain(|s| args.split.contains(&s.id));
     if series.is_empty() {
-        anyhow::bail!("no series in {} (format {format:?})", traces.display());
+        anyhow::bail!(
+            "no series in {} (format {format:?}, split {})",
+            traces.display(),
+            args.split.as_str()
+        );
     }
     let terminal = std::io::stderr().is_terminal() && !json;
     let mut models = baselines::all();
-    let (mut rows, skips) = evaluate(&series, metric, &mut models, &steps, |done, total| {
+    let (mut rows, skips) = evaluate(&series, metric, &mut models, &protocol, |done, total| {
         if terminal {
             let width = 30;
             let filled = done * width / total.max(1);
@@ -56,7 +103,7 @@ pub fn forecast(
         eprintln!();
         eprint!("training augur-gbt ...");
     }
-    let vms = match format {
+    let mut vms = match format {
         TraceFormat::Gwa => gwa::load_vms(traces, resource)?.0,
         TraceFormat::Wide => series
             .iter()
@@ -68,11 +115,16 @@ pub fn forecast(
             })
             .collect(),
     };
+    vms.retain(|vm| args.split.contains(&vm.id));
     let clamp = (resource == Resource::Cpu)
         .then_some((0.0, 100.0))
         .or(Some((0.0, f64::MAX)));
     let started = std::time::Instant::now();
-    let gbt = evaluate_gbt(&vms, metric, &steps, 0.95, clamp)
+    let settings = Settings {
+        level: args.level,
+        ..Settings::default()
+    };
+    let gbt = evaluate_gbt(&vms, metric, &protocol, &settings, clamp)
         .map_err(|e| anyhow::anyhow!("augur-gbt: {e}"))?;
     let train_seconds = started.elapsed().as_secs_f64();
     if terminal {
@@ -80,7 +132,13 @@ pub fn forecast(
     }
     rows.extend(gbt);
     if json {
-        let out = serde_json::json!({ "results": rows, "load": report, "skipped": skips });
+        let out = serde_json::json!({
+            "results": rows,
+            "split": args.split,
+            "protocol": protocol_name(&protocol),
+            "load": report,
+            "skipped": skips,
+        });
         println!("{out}");
         return Ok(());
     }
@@ -95,8 +153,20 @@ pub fn forecast(
         "left out: {} series too short for a day of training; {} flat in training (no MASE scale)",
         skips.too_short, skips.flat_in_training
     );
+    println!(
+        "split: {}; protocol: {}",
+        args.split.as_str(),
+        protocol_name(&protocol)
+    );
     print_table(&rows);
     Ok(())
+}
+
+fn protocol_name(protocol: &Protocol) -> String {
+    match protocol {
+        Protocol::Rolling(_) => "rolling, every test step at each horizon".into(),
+        Protocol::Gift(window) => format!("gift, {window}-step windows"),
+    }
 }
 
 fn print_table(rows: &[EvalRow]) {

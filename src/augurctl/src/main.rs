@@ -63,20 +63,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum EvalCommand {
-    /// Forecast accuracy of every model at each horizon: MAE and MASE on the last 10% of each series.
-    Forecast {
-        /// A directory of traces (subfolders such as months are read too), or one wide file.
-        #[arg(long)]
-        traces: PathBuf,
-        #[arg(long, value_enum, default_value_t = eval::TraceFormat::Gwa)]
-        format: eval::TraceFormat,
-        /// cpu, mem, disk or net.
-        #[arg(long, default_value = "cpu")]
-        metric: String,
-        /// Comma-separated, in minutes or hours (multiples of 5 minutes).
-        #[arg(long, default_value = "5m,15m,60m")]
-        horizons: String,
-    },
+    /// Forecast accuracy of every model: MAE, MASE and coverage on the last 10% of each series.
+    Forecast(eval::ForecastArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,16 +166,10 @@ fn human(reply: &Reply) -> String {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     if let Command::Eval {
-        command:
-            EvalCommand::Forecast {
-                traces,
-                format,
-                metric,
-                horizons,
-            },
+        command: EvalCommand::Forecast(args),
     } = &cli.command
     {
-        return eval::forecast(traces, *format, metric, horizons, cli.json);
+        return eval::forecast(args, cli.json);
     }
     let request = request(&cli.command)?;
     let mut client = AdminClient::connect(&cli.socket)?;

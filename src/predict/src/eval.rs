@@ -1,10 +1,17 @@
-//! The evaluation protocol: per series, train on the first 90% and forecast every step of the
-//! last 10% at each horizon. MAE is averaged over series; MASE is each series' test MAE divided
-//! by its in-sample seasonal-naive MAE (season 288, on the training part), averaged over series,
-//! as GIFT-Eval computes it. Series too short for a season of training, and (for MASE only) series
-//! whose seasonal-naive MAE is zero, are left out and counted.
+//! The evaluation protocols. Per series, train on the first 90% and forecast in the last 10%:
+//! - [`Protocol::Rolling`]: at each horizon `h`, every step `j` of the test part is forecast from
+//!   `t = j - h`; one row per model and horizon.
+//! - [`Protocol::Gift`]: GIFT-Eval's windows: from origins `t0, t0 + L, t0 + 2L, ...` (`t0` the
+//!   last training step, `L` the prediction length, 48 steps by default), every step `1..=L` ahead
+//!   is forecast; one row per model, its MAE over all of those steps.
+//!
+//! MAE is averaged over series; MASE is each series' test MAE divided by its in-sample
+//! seasonal-naive MAE (season 288, on the training part), averaged over series, as GIFT-Eval
+//! computes it. Series too short for a season of training, and (for MASE only) series whose
+//! seasonal-naive MAE is zero, are left out and counted.
 
 use crate::baselines::Forecaster;
+use crate::gbt::{features, GbtModel, Settings, VmSeries};
 use crate::trace::Series;
 use crate::SEASON;
 use serde::Serialize;
@@ -12,11 +19,12 @@ use serde::Serialize;
 /// Share of each series used for training.
 pub const TRAIN_SHARE: f64 = 0.9;
 
-/// One model at one horizon.
+/// One model on one row of a protocol (a horizon, or a whole GIFT window).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvalRow {
     pub model: String,
     pub metric: String,
+    /// The horizon, or for a GIFT window its length.
     pub horizon_s: i64,
     pub mae: f64,
     pub mase: f64,
@@ -30,6 +38,54 @@ pub struct EvalRow {
 pub struct EvalSkips {
     pub too_short: usize,
     pub flat_in_training: usize,
+}
+
+/// Which forecasts are scored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// Every test step at each of these horizons (steps).
+    Rolling(Vec<usize>),
+    /// Non-overlapping windows of this many steps.
+    Gift(usize),
+}
+
+impl Protocol {
+    /// The rows it reports: (label in steps, the horizons scored in that row).
+    fn rows(&self) -> Vec<(usize, Vec<usize>)> {
+        match self {
+            Protocol::Rolling(hs) => hs.iter().map(|&h| (h, vec![h])).collect(),
+            Protocol::Gift(len) => vec![(*len, (1..=*len).collect())],
+        }
+    }
+
+    /// Every horizon any row scores.
+    pub fn horizons(&self) -> Vec<usize> {
+        let mut hs: Vec<usize> = self.rows().into_iter().flat_map(|(_, hs)| hs).collect();
+        hs.sort_unstable();
+        hs.dedup();
+        hs
+    }
+
+    fn longest(&self) -> usize {
+        self.horizons().last().copied().unwrap_or(1)
+    }
+
+    /// The origins scored at horizon `h` of a series of `len` steps trained up to `train_end`.
+    fn origins(&self, h: usize, train_end: usize, len: usize) -> Vec<usize> {
+        match self {
+            Protocol::Rolling(_) => (train_end.max(h)..len).map(|j| j - h).collect(),
+            Protocol::Gift(window) => (train_end.saturating_sub(1)..len)
+                .step_by(*window)
+                .filter(|t| t + h < len)
+                .collect(),
+        }
+    }
+}
+
+/// The training end of a series, or `None` if it is too short for the protocol.
+fn train_end(len: usize, longest: usize) -> Option<usize> {
+    let end = (len as f64 * TRAIN_SHARE).floor() as usize;
+    (end > SEASON + 12 && end < len && end >= longest).then_some(end)
 }
 
 /// The in-sample seasonal-naive MAE of a training part.
@@ -46,144 +102,154 @@ pub fn seasonal_scale(train: &[f64]) -> Option<f64> {
     )
 }
 
-/// Evaluates `models` on `series` at `horizons` (steps); `progress` is told after each series.
+/// Sums of one model on one row over series.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    mae_sum: f64,
+    series: usize,
+    mase_sum: f64,
+    mase_series: usize,
+    covered: usize,
+    bounded: usize,
+}
+
+impl Tally {
+    fn add(&mut self, abs_errors: &[f64], scale: Option<f64>) {
+        if abs_errors.is_empty() {
+            return;
+        }
+        let mae = abs_errors.iter().sum::<f64>() / abs_errors.len() as f64;
+        self.mae_sum += mae;
+        self.series += 1;
+        if let Some(scale) = scale {
+            self.mase_sum += mae / scale;
+            self.mase_series += 1;
+        }
+    }
+
+    fn row(&self, model: &str, metric: &str, label: usize, with_bound: bool) -> EvalRow {
+        let mean = |sum: f64, n: usize| if n > 0 { sum / n as f64 } else { f64::NAN };
+        EvalRow {
+            model: model.to_string(),
+            metric: metric.to_string(),
+            horizon_s: label as i64 * crate::STEP_S,
+            mae: mean(self.mae_sum, self.series),
+            mase: mean(self.mase_sum, self.mase_series),
+            coverage: (with_bound && self.bounded > 0)
+                .then(|| self.covered as f64 / self.bounded as f64),
+            series: self.series,
+        }
+    }
+}
+
+/// Evaluates `models` on `series` by `protocol`; `progress` is told after each series.
 pub fn evaluate(
     series: &[Series],
     metric: &str,
     models: &mut [Box<dyn Forecaster>],
-    horizons: &[usize],
+    protocol: &Protocol,
     mut progress: impl FnMut(usize, usize),
 ) -> (Vec<EvalRow>, EvalSkips) {
     let mut skips = EvalSkips::default();
-    // Per model and horizon: sum of MAE, count, sum of MASE, count.
-    let mut acc = vec![vec![(0.0f64, 0usize, 0.0f64, 0usize); horizons.len()]; models.len()];
+    let rows = protocol.rows();
+    let mut tallies = vec![vec![Tally::default(); rows.len()]; models.len()];
     for (done, s) in series.iter().enumerate() {
         let y = &s.values;
-        let train_end = (y.len() as f64 * TRAIN_SHARE).floor() as usize;
-        let max_h = horizons.iter().copied().max().unwrap_or(1);
-        if train_end <= SEASON + 12
-            || train_end >= y.len()
-            || y.len() - train_end < 1
-            || train_end < max_h
-        {
+        let Some(end) = train_end(y.len(), protocol.longest()) else {
             skips.too_short += 1;
             progress(done + 1, series.len());
             continue;
-        }
-        let scale = seasonal_scale(&y[..train_end]).filter(|s| *s > 0.0);
+        };
+        let scale = seasonal_scale(&y[..end]).filter(|s| *s > 0.0);
         if scale.is_none() {
             skips.flat_in_training += 1;
         }
         for (m, model) in models.iter_mut().enumerate() {
-            for (k, &h) in horizons.iter().enumerate() {
-                model.fit(&y[..train_end], h);
-                let targets = train_end.max(h)..y.len();
-                let forecasts = model.forecasts(y, h, targets.clone());
-                let mae = forecasts
-                    .iter()
-                    .zip(&y[targets])
-                    .map(|(f, v)| (f - v).abs())
-                    .sum::<f64>()
-                    / forecasts.len() as f64;
-                let slot = &mut acc[m][k];
-                slot.0 += mae;
-                slot.1 += 1;
-                if let Some(scale) = scale {
-                    slot.2 += mae / scale;
-                    slot.3 += 1;
+            for (r, (_, horizons)) in rows.iter().enumerate() {
+                let mut errors = Vec::new();
+                for &h in horizons {
+                    model.fit(&y[..end], h);
+                    let origins = protocol.origins(h, end, y.len());
+                    let (Some(&first), Some(&last)) = (origins.first(), origins.last()) else {
+                        continue;
+                    };
+                    let forecasts = model.forecasts(y, h, first + h..last + h + 1);
+                    let stride = origins.get(1).map_or(1, |o| o - first);
+                    errors.extend(
+                        forecasts
+                            .iter()
+                            .step_by(stride)
+                            .zip(&origins)
+                            .map(|(f, t)| (f - y[t + h]).abs()),
+                    );
                 }
+                tallies[m][r].add(&errors, scale);
             }
         }
         progress(done + 1, series.len());
     }
-    let rows = models
+    let out = models
         .iter()
-        .enumerate()
-        .flat_map(|(m, model)| {
-            let acc = &acc;
-            horizons.iter().enumerate().map(move |(k, &h)| {
-                let (mae_sum, n, mase_sum, n_mase) = acc[m][k];
-                EvalRow {
-                    model: model.name().to_string(),
-                    metric: metric.to_string(),
-                    horizon_s: h as i64 * crate::STEP_S,
-                    mae: if n > 0 { mae_sum / n as f64 } else { f64::NAN },
-                    mase: if n_mase > 0 {
-                        mase_sum / n_mase as f64
-                    } else {
-                        f64::NAN
-                    },
-                    coverage: None,
-                    series: n,
-                }
-            })
+        .zip(&tallies)
+        .flat_map(|(model, tallies)| {
+            rows.iter()
+                .zip(tallies)
+                .map(|((label, _), tally)| tally.row(model.name(), metric, *label, false))
         })
         .collect();
-    (rows, skips)
+    (out, skips)
 }
 
-/// Evaluates `augur-gbt` by the same protocol, with the coverage of its upper bound.
+/// Evaluates `augur-gbt` by the same protocol, with the coverage of its upper bound: one model
+/// trained on the training parts of all series for every horizon the protocol scores.
 pub fn evaluate_gbt(
-    vms: &[crate::gbt::VmSeries],
+    vms: &[VmSeries],
     metric: &str,
-    horizons: &[usize],
-    level: f64,
+    protocol: &Protocol,
+    settings: &Settings,
     clamp: Option<(f64, f64)>,
 ) -> Result<Vec<EvalRow>, String> {
-    let max_h = horizons.iter().copied().max().unwrap_or(1);
-    let usable: Vec<crate::gbt::VmSeries> = vms
+    let usable: Vec<VmSeries> = vms
         .iter()
-        .filter(|vm| {
-            let end = (vm.target.len() as f64 * TRAIN_SHARE).floor() as usize;
-            end > SEASON + 12 && end < vm.target.len() && end >= max_h
-        })
+        .filter(|vm| train_end(vm.target.len(), protocol.longest()).is_some())
         .cloned()
         .collect();
-    let train_end: Vec<usize> = usable
+    let ends: Vec<usize> = usable
         .iter()
-        .map(|vm| (vm.target.len() as f64 * TRAIN_SHARE).floor() as usize)
+        .filter_map(|vm| train_end(vm.target.len(), protocol.longest()))
         .collect();
-    let mut rows = Vec::new();
-    for &h in horizons {
-        let forecasts = crate::gbt::train_and_forecast(&usable, &train_end, h, level, clamp)?;
-        let (mut mae_sum, mut mase_sum, mut n_mase, mut covered, mut total) =
-            (0.0, 0.0, 0usize, 0usize, 0usize);
-        for (v, vm) in usable.iter().enumerate() {
-            let actual = &vm.target[train_end[v].max(h)..];
-            let mean = &forecasts.mean[v];
-            let mae = mean
+    let model = GbtModel::train(&usable, &ends, &protocol.horizons(), settings)?;
+    let rows = protocol.rows();
+    let mut tallies = vec![Tally::default(); rows.len()];
+    for (vm, &end) in usable.iter().zip(&ends) {
+        let scales = features::scales_of(vm, end);
+        let scale = seasonal_scale(&vm.target[..end]).filter(|s| *s > 0.0);
+        for ((_, horizons), tally) in rows.iter().zip(&mut tallies) {
+            let pairs: Vec<(usize, usize)> = horizons
                 .iter()
-                .zip(actual)
-                .map(|(f, y)| (f - y).abs())
-                .sum::<f64>()
-                / actual.len() as f64;
-            mae_sum += mae;
-            if let Some(scale) = seasonal_scale(&vm.target[..train_end[v]]).filter(|s| *s > 0.0) {
-                mase_sum += mae / scale;
-                n_mase += 1;
+                .flat_map(|&h| {
+                    protocol
+                        .origins(h, end, vm.target.len())
+                        .into_iter()
+                        .map(move |t| (t, h))
+                })
+                .collect();
+            let forecasts = model.forecast(vm, &scales, &pairs, clamp)?;
+            let mut errors = Vec::with_capacity(pairs.len());
+            for (&(t, h), f) in pairs.iter().zip(&forecasts) {
+                let actual = vm.target[t + h];
+                errors.push((f.mean - actual).abs());
+                tally.covered += usize::from(actual <= f.upper);
+                tally.bounded += 1;
             }
-            covered += forecasts.upper[v]
-                .iter()
-                .zip(actual)
-                .filter(|(u, y)| y <= u)
-                .count();
-            total += actual.len();
+            tally.add(&errors, scale);
         }
-        rows.push(EvalRow {
-            model: "augur-gbt".into(),
-            metric: metric.to_string(),
-            horizon_s: h as i64 * crate::STEP_S,
-            mae: mae_sum / usable.len().max(1) as f64,
-            mase: if n_mase > 0 {
-                mase_sum / n_mase as f64
-            } else {
-                f64::NAN
-            },
-            coverage: (total > 0).then(|| covered as f64 / total as f64),
-            series: usable.len(),
-        });
     }
-    Ok(rows)
+    Ok(rows
+        .iter()
+        .zip(&tallies)
+        .map(|((label, _), tally)| tally.row("augur-gbt", metric, *label, true))
+        .collect())
 }
 
 /// Parses horizons like "5m,15m,60m,1h" into steps of 5 minutes.
@@ -229,7 +295,13 @@ mod tests {
             values,
         }];
         let mut models = baselines::all();
-        let (rows, skips) = evaluate(&series, "cpu", &mut models, &[1, 12], |_, _| {});
+        let (rows, skips) = evaluate(
+            &series,
+            "cpu",
+            &mut models,
+            &Protocol::Rolling(vec![1, 12]),
+            |_, _| {},
+        );
         assert_eq!(skips, EvalSkips::default());
         let get = |name: &str, h: i64| {
             rows.iter()
@@ -260,7 +332,13 @@ mod tests {
                 values: vec![5.0; 1000],
             },
         ];
-        let (rows, skips) = evaluate(&series, "cpu", &mut baselines::all(), &[1], |_, _| {});
+        let (rows, skips) = evaluate(
+            &series,
+            "cpu",
+            &mut baselines::all(),
+            &Protocol::Rolling(vec![1]),
+            |_, _| {},
+        );
         assert_eq!(
             skips,
             EvalSkips {
@@ -270,6 +348,28 @@ mod tests {
         );
         assert_eq!(rows[0].series, 1);
         assert!(rows[0].mase.is_nan(), "no series had a usable scale");
+    }
+
+    #[test]
+    fn gift_windows_score_every_step_of_non_overlapping_windows() {
+        let protocol = Protocol::Gift(48);
+        assert_eq!(protocol.horizons(), (1..=48).collect::<Vec<_>>());
+        // Training ends at 900 of 1000: origins 899, 947 (995 + 1 would pass the end).
+        assert_eq!(protocol.origins(1, 900, 1000), vec![899, 947, 995]);
+        assert_eq!(protocol.origins(48, 900, 1000), vec![899, 947]);
+        // A series that repeats daily exactly: seasonal naive is perfect over whole windows.
+        let values: Vec<f64> = (0..SEASON * 10).map(|i| (i % SEASON) as f64).collect();
+        let series = vec![Series {
+            id: "a".into(),
+            start_s: 0,
+            values,
+        }];
+        let (rows, _) = evaluate(&series, "cpu", &mut baselines::all(), &protocol, |_, _| {});
+        let row = |name: &str| rows.iter().find(|r| r.model == name).unwrap().clone();
+        assert_eq!(row("seasonal-naive").mae, 0.0);
+        assert_eq!(row("seasonal-naive").horizon_s, 48 * 300);
+        assert!(row("last-value").mae > 1.0);
+        assert_eq!(rows.len(), 6);
     }
 
     #[test]

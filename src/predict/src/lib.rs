@@ -6,8 +6,10 @@
 #![forbid(unsafe_code)]
 
 pub mod baselines;
+pub mod classify;
 pub mod eval;
 pub mod gbt;
+pub mod split;
 pub mod trace;
 
 /// Steps per day at 5-minute resolution: the season of the seasonal baselines and of MASE.

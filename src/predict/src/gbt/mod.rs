@@ -1,0 +1,296 @@
+//! `augur-gbt`: one gradient-boosted tree model (forust-ml) for a set of horizons, trained on
+//! all series at once, with a split-conformal upper bound per horizon.
+//!
+//! Each training row is a forecast origin `t` of one series at one horizon `h` (a feature, so one
+//! model serves every horizon it was trained for); the features are in [`features`]. The target
+//! is `(y[t+h] - a) / σ`, `a` being the median of the last 12 steps, clipped to ±[`CLIP`] so the
+//! squared loss learns a robust centre instead of chasing the spikes of VM traces.
+//!
+//! The upper bound at horizon `h` is the forecast plus the `level` quantile of that horizon's
+//! calibration residuals (in σ units, against the unclipped actual values): the calibration
+//! origins are the last 10% of each training part, which the model does not train on.
+
+pub mod features;
+mod model_file;
+
+pub use features::{Scale, VmSeries};
+
+use forust_ml::objective::ObjectiveType;
+use forust_ml::{GradientBooster, Matrix};
+
+/// Targets are clipped to this many σ.
+pub const CLIP: f64 = 2.0;
+/// Training origins are taken every `STRIDE` steps, which keeps training in seconds.
+const STRIDE: usize = 3;
+/// Horizons trained per origin: with more horizons than this, each origin gets a rotating
+/// subset, so training cost does not grow with the number of horizons.
+const HORIZONS_PER_ORIGIN: usize = 3;
+/// Rounds of reweighting toward the median (see [`GbtModel::train`]).
+const MEDIAN_REWEIGHTS: usize = 1;
+/// Residuals (σ units) below this weigh as much as this, so a near-perfect fit of one row
+/// cannot dominate the next round.
+const REWEIGHT_FLOOR: f64 = 0.05;
+/// Calibration residuals kept per horizon, at most (origins are thinned evenly beyond it).
+const CALIBRATION_PER_HORIZON: usize = 40_000;
+
+/// How to train.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    pub iterations: usize,
+    pub learning_rate: f32,
+    pub max_depth: usize,
+    /// Coverage target of the upper bound, e.g. 0.95.
+    pub level: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            iterations: 150,
+            learning_rate: 0.1,
+            max_depth: 6,
+            level: 0.95,
+        }
+    }
+}
+
+/// One forecast, in the series' own units.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Forecast {
+    pub mean: f64,
+    pub upper: f64,
+}
+
+/// A trained model.
+pub struct GbtModel {
+    booster: GradientBooster,
+    /// Horizons (steps) it was trained and calibrated for, ascending.
+    horizons: Vec<usize>,
+    /// Conformal quantile (σ units) per horizon, same order.
+    quantiles: Vec<f64>,
+    /// How many extra columns each VM must have.
+    others: usize,
+    level: f64,
+}
+
+impl std::fmt::Debug for GbtModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GbtModel")
+            .field("horizons", &self.horizons)
+            .field("quantiles", &self.quantiles)
+            .field("others", &self.others)
+            .field("level", &self.level)
+            .finish_non_exhaustive()
+    }
+}
+
+fn booster(settings: &Settings) -> GradientBooster {
+    GradientBooster::default()
+        .set_objective_type(ObjectiveType::SquaredLoss)
+        .set_iterations(settings.iterations)
+        .set_learning_rate(settings.learning_rate)
+        .set_max_depth(settings.max_depth)
+        .set_nbins(128)
+        .set_l2(1.0)
+        .set_min_leaf_weight(20.0)
+        .set_initialize_base_score(true)
+        .set_parallel(true)
+}
+
+/// The conformal quantile: the `ceil((n+1)·level)`-th smallest residual.
+fn conformal_quantile(mut residuals: Vec<f64>, level: f64) -> f64 {
+    if residuals.is_empty() {
+        return 0.0;
+    }
+    residuals.sort_by(f64::total_cmp);
+    let n = residuals.len();
+    let rank = (((n + 1) as f64) * level).ceil() as usize;
+    residuals[rank.clamp(1, n) - 1]
+}
+
+impl GbtModel {
+    /// Trains on the parts of each series before `train_end[v]` for `horizons` (steps).
+    pub fn train(
+        vms: &[VmSeries],
+        train_end: &[usize],
+        horizons: &[usize],
+        settings: &Settings,
+    ) -> Result<GbtModel, String> {
+        let mut horizons = horizons.to_vec();
+        horizons.sort_unstable();
+        horizons.dedup();
+        if horizons.is_empty() || horizons[0] == 0 {
+            return Err("horizons must be at least one step".into());
+        }
+        if vms.len() != train_end.len() {
+            return Err("one training end per series is needed".into());
+        }
+        if !(0.5..1.0).contains(&settings.level) {
+            return Err(format!(
+                "upper-bound level {} is outside [0.5, 1)",
+                settings.level
+            ));
+        }
+        let others = vms.first().map_or(0, |v| v.others.len());
+        for vm in vms {
+            if vm.others.len() != others || vm.others.iter().any(|o| o.len() != vm.target.len()) {
+                return Err(format!(
+                    "series {} has other columns that do not line up with the rest",
+                    vm.id
+                ));
+            }
+        }
+        let max_h = *horizons.last().unwrap_or(&1);
+        let cols = features::count(others);
+        let scales: Vec<Vec<Scale>> = vms
+            .iter()
+            .zip(train_end)
+            .map(|(vm, &end)| features::scales_of(vm, end.clamp(2, vm.target.len())))
+            .collect();
+        // Fit on the first 90% of each training part, calibrate on its last 10%.
+        let mut fit = Vec::new();
+        let mut cal_origins = Vec::new();
+        for (v, &end) in train_end.iter().enumerate() {
+            let end = end.min(vms[v].target.len());
+            let fit_end = (end as f64 * 0.9) as usize;
+            let first = crate::SEASON.min(fit_end);
+            for (i, t) in (first..fit_end.saturating_sub(max_h))
+                .step_by(STRIDE)
+                .enumerate()
+            {
+                for k in 0..HORIZONS_PER_ORIGIN.min(horizons.len()) {
+                    let h = horizons[(i * HORIZONS_PER_ORIGIN + k) % horizons.len()];
+                    fit.push((v, t, h));
+                }
+            }
+            cal_origins
+                .extend((fit_end.saturating_sub(max_h)..end.saturating_sub(max_h)).map(|t| (v, t)));
+        }
+        if fit.len() < 100 || cal_origins.is_empty() {
+            return Err("too little training data (a day and more of history is needed)".into());
+        }
+        // Thinned by origin, never by horizon, so every horizon keeps its share of residuals.
+        let step = cal_origins.len().div_ceil(CALIBRATION_PER_HORIZON);
+        let cal: Vec<(usize, usize, usize)> = cal_origins
+            .into_iter()
+            .step_by(step)
+            .flat_map(|(v, t)| horizons.iter().map(move |&h| (v, t, h)))
+            .collect();
+        let scaled = |&(v, t, h): &(usize, usize, usize)| {
+            let y = &vms[v].target;
+            (y[t + h] - features::anchor(y, t)) / scales[v][0].sigma
+        };
+        let x = features::matrix(vms, &scales, &fit, cols);
+        let y: Vec<f64> = fit.iter().map(|o| scaled(o).clamp(-CLIP, CLIP)).collect();
+        let xm = Matrix::new(&x, fit.len(), cols);
+        let mut booster = booster(settings);
+        booster
+            .fit_unweighted(&xm, &y, None)
+            .map_err(|e| e.to_string())?;
+        // Absolute error is what forecasts are judged by, and its minimiser is the median: one
+        // round of iteratively reweighted least squares (weights 1/|residual|) moves the
+        // squared-loss fit toward it.
+        for _ in 0..MEDIAN_REWEIGHTS {
+            let p = booster.predict(&xm, true);
+            let w: Vec<f64> = p
+                .iter()
+                .zip(&y)
+                .map(|(p, y)| 1.0 / (p - y).abs().max(REWEIGHT_FLOOR))
+                .collect();
+            let mean_w = w.iter().sum::<f64>() / w.len() as f64;
+            let w: Vec<f64> = w.iter().map(|v| v / mean_w).collect();
+            booster = self::booster(settings);
+            booster.fit(&xm, &y, &w, None).map_err(|e| e.to_string())?;
+        }
+        let xc = features::matrix(vms, &scales, &cal, cols);
+        let predicted = booster.predict(&Matrix::new(&xc, cal.len(), cols), true);
+        let mut residuals = vec![Vec::new(); horizons.len()];
+        for (o, p) in cal.iter().zip(&predicted) {
+            if let Ok(k) = horizons.binary_search(&o.2) {
+                residuals[k].push(scaled(o) - p);
+            }
+        }
+        let quantiles = residuals
+            .into_iter()
+            .map(|r| conformal_quantile(r, settings.level))
+            .collect();
+        Ok(GbtModel {
+            booster,
+            horizons,
+            quantiles,
+            others,
+            level: settings.level,
+        })
+    }
+
+    pub fn horizons(&self) -> &[usize] {
+        &self.horizons
+    }
+
+    pub fn others(&self) -> usize {
+        self.others
+    }
+
+    pub fn level(&self) -> f64 {
+        self.level
+    }
+
+    /// Forecasts for `(t, h)` pairs of one VM, `h` among the trained horizons, scaled by
+    /// `scales` (from [`features::scales_of`]). `clamp` bounds the results (e.g. 0–100%).
+    pub fn forecast(
+        &self,
+        vm: &VmSeries,
+        scales: &[Scale],
+        origins: &[(usize, usize)],
+        clamp: Option<(f64, f64)>,
+    ) -> Result<Vec<Forecast>, String> {
+        if vm.others.len() != self.others {
+            return Err(format!(
+                "the model was trained with {} extra columns, series {} has {}",
+                self.others,
+                vm.id,
+                vm.others.len()
+            ));
+        }
+        let mut quantile = Vec::with_capacity(origins.len());
+        for &(t, h) in origins {
+            let k = self
+                .horizons
+                .binary_search(&h)
+                .map_err(|_| format!("horizon {h} was not trained (have {:?})", self.horizons))?;
+            if t >= vm.target.len() {
+                return Err(format!("origin {t} is past the end of series {}", vm.id));
+            }
+            quantile.push(self.quantiles[k]);
+        }
+        let cols = features::count(self.others);
+        let keyed: Vec<(usize, usize, usize)> = origins.iter().map(|&(t, h)| (0, t, h)).collect();
+        let x = features::matrix(
+            std::slice::from_ref(vm),
+            std::slice::from_ref(&scales.to_vec()),
+            &keyed,
+            cols,
+        );
+        let parallel = origins.len() > 4096;
+        let p = self
+            .booster
+            .predict(&Matrix::new(&x, origins.len(), cols), parallel);
+        let sigma = scales[0].sigma;
+        let bound = |value: f64| clamp.map_or(value, |(lo, hi)| value.clamp(lo, hi));
+        Ok(origins
+            .iter()
+            .zip(p)
+            .zip(quantile)
+            .map(|((&(t, _), p), q)| {
+                let a = features::anchor(&vm.target, t);
+                Forecast {
+                    mean: bound(a + p * sigma),
+                    upper: bound(a + (p + q) * sigma),
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

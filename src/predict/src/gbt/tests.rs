@@ -1,0 +1,125 @@
+use super::model_file::ModelInfo;
+use super::*;
+
+/// A daily cycle with noise and occasional bursts, as VM CPU looks, seeded.
+fn synthetic(id: usize, len: usize) -> VmSeries {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ id as u64;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let level = 5.0 + id as f64;
+    let target: Vec<f64> = (0..len)
+        .map(|i| {
+            let day = (i % 288) as f64 / 288.0 * std::f64::consts::TAU;
+            let burst = if noise() < 0.02 { 30.0 } else { 0.0 };
+            level * (1.0 + 0.5 * day.sin()) + 2.0 * noise() + burst
+        })
+        .collect();
+    let other = target.iter().map(|v| v * 3.0 + 1.0).collect();
+    VmSeries {
+        id: id.to_string(),
+        start_s: 1_375_308_000,
+        target,
+        others: vec![other],
+    }
+}
+
+fn trained(vms: &[VmSeries], horizons: &[usize]) -> GbtModel {
+    let ends: Vec<usize> = vms.iter().map(|v| v.target.len() * 9 / 10).collect();
+    let settings = Settings {
+        iterations: 40,
+        ..Settings::default()
+    };
+    GbtModel::train(vms, &ends, horizons, &settings).unwrap()
+}
+
+#[test]
+fn it_learns_a_daily_cycle_better_than_the_last_value_and_bounds_it() {
+    let vms: Vec<VmSeries> = (0..6).map(|i| synthetic(i, 288 * 6)).collect();
+    let model = trained(&vms, &[1, 12]);
+    let (mut model_err, mut naive_err, mut covered, mut total) = (0.0, 0.0, 0, 0);
+    for vm in &vms {
+        let end = vm.target.len() * 9 / 10;
+        let scales = features::scales_of(vm, end);
+        let origins: Vec<(usize, usize)> = (end..vm.target.len() - 12).map(|t| (t, 12)).collect();
+        let forecasts = model.forecast(vm, &scales, &origins, None).unwrap();
+        for (&(t, h), f) in origins.iter().zip(&forecasts) {
+            let actual = vm.target[t + h];
+            model_err += (f.mean - actual).abs();
+            naive_err += (vm.target[t] - actual).abs();
+            covered += usize::from(actual <= f.upper);
+            total += 1;
+        }
+    }
+    assert!(
+        model_err < 0.8 * naive_err,
+        "model {model_err:.1} vs last value {naive_err:.1}"
+    );
+    let coverage = covered as f64 / total as f64;
+    assert!((0.85..=1.0).contains(&coverage), "coverage {coverage}");
+}
+
+#[test]
+fn a_saved_model_loads_and_forecasts_the_same() {
+    let vms: Vec<VmSeries> = (0..3).map(|i| synthetic(i, 288 * 3)).collect();
+    let model = trained(&vms, &[1, 3]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cpu.json");
+    let info = ModelInfo {
+        metric: "cpu".into(),
+        trained_at_s: 1,
+        series: 3,
+    };
+    model.save(&path, &info).unwrap();
+    let (loaded, loaded_info) = GbtModel::load(&path).unwrap();
+    assert_eq!(loaded_info, info);
+    let vm = &vms[1];
+    let scales = features::scales_of(vm, vm.target.len());
+    let origins = [(700, 1), (700, 3), (800, 1)];
+    assert_eq!(
+        model.forecast(vm, &scales, &origins, None).unwrap(),
+        loaded.forecast(vm, &scales, &origins, None).unwrap()
+    );
+}
+
+#[test]
+fn damaged_or_foreign_model_files_are_refused_with_a_reason() {
+    let vms: Vec<VmSeries> = (0..3).map(|i| synthetic(i, 288 * 3)).collect();
+    let model = trained(&vms, &[1]);
+    let info = ModelInfo {
+        metric: "cpu".into(),
+        trained_at_s: 1,
+        series: 3,
+    };
+    let text = model.to_file_text(&info).unwrap();
+    let newer = text.replace("\"version\":1", "\"version\":99");
+    assert!(GbtModel::from_file_text(&newer)
+        .unwrap_err()
+        .contains("version 99"));
+    assert!(GbtModel::from_file_text(&text[..text.len() / 2])
+        .unwrap_err()
+        .contains("not a model file"));
+    assert!(GbtModel::from_file_text("{}").is_err());
+    let bad_q = text.replacen("\"quantiles\":[", "\"quantiles\":[1.0,", 1);
+    assert!(GbtModel::from_file_text(&bad_q)
+        .unwrap_err()
+        .contains("inconsistent"));
+}
+
+#[test]
+fn forecasts_for_untrained_horizons_or_other_shapes_are_errors() {
+    let vms: Vec<VmSeries> = (0..3).map(|i| synthetic(i, 288 * 3)).collect();
+    let model = trained(&vms, &[1, 3]);
+    let vm = &vms[0];
+    let scales = features::scales_of(vm, vm.target.len());
+    assert!(model.forecast(vm, &scales, &[(700, 2)], None).is_err());
+    assert!(model.forecast(vm, &scales, &[(5000, 1)], None).is_err());
+    let mut bare = vm.clone();
+    bare.others.clear();
+    assert!(model
+        .forecast(&bare, &scales[..1], &[(700, 1)], None)
+        .is_err());
+}
