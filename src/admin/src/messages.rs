@@ -49,6 +49,8 @@ pub enum Request {
         to_ns: i64,
         format: ExportFormat,
     },
+    /// Forecasts of one stored VM's resources, with its workload class.
+    Predict { vm: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +127,53 @@ pub enum Reply {
         points: usize,
         content: String,
     },
+    Predict(PredictReply),
+}
+
+/// One forecast at one horizon, in the resource's unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HorizonForecast {
+    pub horizon_s: i64,
+    pub mean: f64,
+    /// Calibrated upper bound at the model's level.
+    pub upper: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceForecast {
+    /// cpu, mem, disk or net.
+    pub resource: String,
+    pub unit: String,
+    /// The last step's value.
+    pub current: f64,
+    pub model_generation: u64,
+    pub trained_at_s: i64,
+    /// Coverage target of `upper`.
+    pub level: f64,
+    pub horizons: Vec<HorizonForecast>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadClassReply {
+    /// idle, cpu-bound, memory-bound, io-bound, bursty or periodic.
+    pub class: String,
+    /// The classifier's splits from its root to the class.
+    pub explanation: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictReply {
+    pub vm_id: u64,
+    pub name: String,
+    /// Seconds per step of the history the forecasts start from.
+    pub step_s: i64,
+    pub history_steps: usize,
+    /// Unix seconds of the last step: forecasts are ahead of it.
+    pub last_step_s: i64,
+    pub resources: Vec<ResourceForecast>,
+    pub class: Option<WorkloadClassReply>,
+    /// What is missing and why (no model yet, too little history, ...).
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! Plain-text renderings of replies, shared by `augurctl` and `augurd demo`.
 
-use crate::messages::{ProfileReply, StatusReply, StoreStatsReply, VmSummary};
+use crate::messages::{PredictReply, ProfileReply, StatusReply, StoreStatsReply, VmSummary};
 use augur_sense::Window;
 use std::fmt::Write;
 
@@ -229,5 +229,70 @@ pub fn store_stats(s: &StoreStatsReply) -> String {
     let _ = writeln!(out, "segments        {}", s.segments);
     let _ = writeln!(out, "events          {}", s.events);
     let _ = writeln!(out, "read errors     {}", s.read_errors);
+    out
+}
+
+/// A number with a unit, shortened: 1.25 vCPUs, 512 MiB, 3.4 MB/s.
+fn amount(value: f64, unit: &str) -> String {
+    if unit == "B/s" {
+        let (scaled, prefix) = match value.abs() {
+            v if v >= 1e9 => (value / 1e9, "G"),
+            v if v >= 1e6 => (value / 1e6, "M"),
+            v if v >= 1e3 => (value / 1e3, "k"),
+            _ => (value, ""),
+        };
+        format!("{scaled:.1} {prefix}B/s")
+    } else {
+        format!("{value:.2} {unit}")
+    }
+}
+
+pub fn predict(p: &PredictReply) -> String {
+    let mut out = format!(
+        "VM {} ({}): {} steps of {} s up to {}\n",
+        p.vm_id,
+        p.name,
+        p.history_steps,
+        p.step_s,
+        time(Some(p.last_step_s * 1_000_000_000))
+    );
+    if !p.resources.is_empty() {
+        out += &format!(
+            "{:<6} {:>14} {:>8} {:>14} {:>14}  model\n",
+            "", "now", "ahead", "forecast", "upper"
+        );
+    }
+    for r in &p.resources {
+        for (i, h) in r.horizons.iter().enumerate() {
+            let (name, now) = if i == 0 {
+                (r.resource.as_str(), amount(r.current, &r.unit))
+            } else {
+                ("", String::new())
+            };
+            let model = if i == 0 {
+                format!("  gen {} ({:.0}%)", r.model_generation, r.level * 100.0)
+            } else {
+                String::new()
+            };
+            out += &format!(
+                "{:<6} {:>14} {:>7}m {:>14} {:>14}{model}\n",
+                name,
+                now,
+                h.horizon_s / 60,
+                amount(h.mean, &r.unit),
+                amount(h.upper, &r.unit),
+            );
+        }
+    }
+    if let Some(class) = &p.class {
+        out += &format!("class: {}", class.class);
+        if !class.explanation.is_empty() {
+            out += &format!(" ({})", class.explanation.join(", "));
+        }
+        out.push('\n');
+    }
+    for note in &p.notes {
+        out += &format!("note: {note}\n");
+    }
     out
 }

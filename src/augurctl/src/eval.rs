@@ -110,6 +110,7 @@ pub fn forecast(args: &ForecastArgs, json: bool) -> anyhow::Result<()> {
             .map(|s| augur_predict::gbt::VmSeries {
                 id: s.id.clone(),
                 start_s: s.start_s,
+                step_s: augur_predict::STEP_S,
                 target: s.values.clone(),
                 others: Vec::new(),
             })

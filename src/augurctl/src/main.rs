@@ -44,6 +44,11 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         history: usize,
     },
+    /// Forecasts of a VM's CPU, memory, disk and network, with upper bounds and its workload class.
+    Predict {
+        /// VM id or name (any VM in the store, running or not).
+        vm: String,
+    },
     /// Start or stop microVMs.
     Vm {
         #[command(subcommand)]
@@ -104,6 +109,7 @@ fn request(command: &Command) -> anyhow::Result<Request> {
     Ok(match command {
         Command::Status => Request::Status,
         Command::Vms => Request::Vms,
+        Command::Predict { vm } => Request::Predict { vm: vm.clone() },
         Command::Profile { vm, history } => Request::Profile {
             vm: vm.clone(),
             history: Some(*history),
@@ -154,6 +160,7 @@ fn human(reply: &Reply) -> String {
         Reply::VmStarted { vm } => format!("started VM {} ({})\n", vm.id, vm.name),
         Reply::VmStopped { id, name } => format!("stopped VM {id} ({name})\n"),
         Reply::StoreStats(stats) => render::store_stats(stats),
+        Reply::Predict(predict) => render::predict(predict),
         Reply::Export { content, .. } => {
             let mut text = content.clone();
             if !text.ends_with('\n') {

@@ -26,6 +26,16 @@
 //! retention_days = 30          # drop sealed data older than this
 //! max_mib = 4096               # and the oldest data while the store is larger than this
 //!
+//! [forecast]
+//! enabled = true               # train forecasters on the store's history (needs [store])
+//! step_s = 300                 # grid the history is averaged onto, in seconds (1..=3600)
+//! horizons_s = [300, 900, 3600]  # how far ahead, each a multiple of step_s
+//! train_days = 14              # history each training reads
+//! retrain_s = 3600             # how often to retrain (a model also trains at start if none is on disk)
+//! level = 0.95                 # coverage target of the upper bound
+//! # Behavioural series given to every model beside the four resources (any stored series name).
+//! features = ["dirty_mib_per_s", "exits_per_s", "disk_ops_per_s"]
+//!
 //! [sensing]
 //! perf = true                  # perf events on vCPU threads
 //! tracepoints = true           # kvm tracepoints (mounts tracefs if needed)
@@ -83,6 +93,34 @@ impl Default for StoreConfig {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct ForecastConfig {
+    pub enabled: bool,
+    pub step_s: u64,
+    pub horizons_s: Vec<u64>,
+    pub train_days: u64,
+    pub retrain_s: u64,
+    pub level: f64,
+    pub features: Vec<String>,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            step_s: 300,
+            horizons_s: vec![300, 900, 3600],
+            train_days: 14,
+            retrain_s: 3600,
+            level: 0.95,
+            features: ["dirty_mib_per_s", "exits_per_s", "disk_ops_per_s"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SensingConfig {
     pub perf: bool,
     pub tracepoints: bool,
@@ -110,6 +148,7 @@ pub struct Config {
     pub log: String,
     pub microvm: MicrovmConfig,
     pub store: StoreConfig,
+    pub forecast: ForecastConfig,
     pub sensing: SensingConfig,
 }
 
@@ -124,6 +163,7 @@ impl Default for Config {
             log: "info".into(),
             microvm: MicrovmConfig::default(),
             store: StoreConfig::default(),
+            forecast: ForecastConfig::default(),
             sensing: SensingConfig::default(),
         }
     }
@@ -225,10 +265,70 @@ impl Config {
                 format!("{} is outside 16..=16777216", self.store.max_mib),
             ));
         }
+        self.validate_forecast(origin)?;
         if self.sensing.tracepoint_period == 0 {
             return Err(invalid(
                 "sensing.tracepoint_period",
                 "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_forecast(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            key,
+            message,
+        };
+        let f = &self.forecast;
+        if !(1..=3600).contains(&f.step_s) {
+            return Err(invalid(
+                "forecast.step_s",
+                format!("{} is outside 1..=3600", f.step_s),
+            ));
+        }
+        if f.horizons_s.is_empty() || f.horizons_s.len() > 16 {
+            return Err(invalid(
+                "forecast.horizons_s",
+                "needs 1 to 16 horizons".into(),
+            ));
+        }
+        if let Some(h) = f
+            .horizons_s
+            .iter()
+            .find(|h| **h == 0 || !h.is_multiple_of(f.step_s) || **h > 7 * 86_400)
+        {
+            return Err(invalid(
+                "forecast.horizons_s",
+                format!(
+                    "{h} is not a positive multiple of step_s ({}) up to 7 days",
+                    f.step_s
+                ),
+            ));
+        }
+        if !(1..=3650).contains(&f.train_days) {
+            return Err(invalid(
+                "forecast.train_days",
+                format!("{} is outside 1..=3650", f.train_days),
+            ));
+        }
+        if !(10..=30 * 86_400).contains(&f.retrain_s) {
+            return Err(invalid(
+                "forecast.retrain_s",
+                format!("{} is outside 10..=2592000", f.retrain_s),
+            ));
+        }
+        if !(0.5..1.0).contains(&f.level) {
+            return Err(invalid(
+                "forecast.level",
+                format!("{} is outside [0.5, 1)", f.level),
+            ));
+        }
+        if f.features.len() > 64 || f.features.iter().any(|n| n.is_empty() || n.len() > 128) {
+            return Err(invalid(
+                "forecast.features",
+                "up to 64 series names of 1 to 128 bytes".into(),
             ));
         }
         Ok(())
@@ -258,6 +358,8 @@ mod tests {
         assert!(err("[microvm]\nring_entries = 1000").contains("microvm.ring_entries"));
         assert!(err("driver = \"xen\"").contains("xen"));
         assert!(err("[microvm]\nspeed = 1").contains("speed"));
+        assert!(err("[forecast]\nhorizons_s = [450]").contains("forecast.horizons_s"));
+        assert!(err("[forecast]\nlevel = 1.5").contains("forecast.level"));
         assert!(err("sample_interval_ms = 1000\nsample_interval_ms = 2000").contains("augurd.toml"));
     }
 }

@@ -81,6 +81,8 @@ pub struct Host {
     starting: Mutex<()>,
     /// The embedded store (None when disabled or after shutdown). Lock order: vms, profiler, store.
     store: Mutex<Option<Store>>,
+    /// Forecast models (None when forecasting or the store is disabled).
+    forecaster: Option<crate::forecast::Forecaster>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -154,7 +156,14 @@ impl Host {
         } else {
             None
         };
+        let forecaster = (config.forecast.enabled && store.is_some()).then(|| {
+            crate::forecast::Forecaster::open(
+                config.forecast.clone(),
+                config.data_dir.join("models"),
+            )
+        });
         Ok(Arc::new(Self {
+            forecaster,
             profiler: Mutex::new(Profiler::new(config.history_windows)),
             config,
             kvm,
@@ -202,6 +211,13 @@ impl Host {
                 .spawn(move || host.maintenance_loop())?
         };
         lock(&self.threads).extend([sampler, profiler, maintenance]);
+        if self.forecaster.is_some() {
+            let host = self.clone();
+            let trainer = std::thread::Builder::new()
+                .name("augur-trainer".into())
+                .spawn(move || host.training_loop())?;
+            lock(&self.threads).push(trainer);
+        }
         Ok(())
     }
 
@@ -509,6 +525,98 @@ impl Host {
                 }
             }
         }
+    }
+
+    /// Retrains the forecast models every `retrain_s`, and at start when none is on disk. The
+    /// store lock is held while histories are read, never while models train.
+    fn training_loop(&self) {
+        let Some(forecaster) = &self.forecaster else {
+            return;
+        };
+        let every = Duration::from_secs(forecaster.config().retrain_s);
+        let mut next = if forecaster.generations().is_empty() {
+            Instant::now()
+        } else {
+            Instant::now() + every
+        };
+        while !self.stop.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(200));
+            if Instant::now() < next {
+                continue;
+            }
+            next = Instant::now() + every;
+            let now_s = (now_ns() / 1_000_000_000) as i64;
+            let histories = self.histories(now_s);
+            forecaster.train(&histories, now_s);
+        }
+    }
+
+    /// Every stored VM's history for the forecasters.
+    fn histories(&self, now_s: i64) -> Vec<crate::forecast::history::VmHistory> {
+        let config = &self.config.forecast;
+        let features = self.forecast_features();
+        let guard = lock(&self.store);
+        let Some(store) = guard.as_ref() else {
+            return Vec::new();
+        };
+        let ids: Vec<VmId> = store.vms().map(|m| m.id).collect();
+        ids.into_iter()
+            .filter_map(|id| {
+                crate::forecast::history::read(
+                    store,
+                    id,
+                    now_s,
+                    config.train_days,
+                    config.step_s as i64,
+                    &features,
+                )
+            })
+            .collect()
+    }
+
+    /// The configured behavioural series, plus what the workload classifier reads.
+    fn forecast_features(&self) -> Vec<String> {
+        let mut features = self.config.forecast.features.clone();
+        if !features.iter().any(|f| f == "dirty_mib_per_s") {
+            features.push("dirty_mib_per_s".into());
+        }
+        features
+    }
+
+    /// Forecasts of a stored VM (by id or name).
+    pub fn predict(&self, key: &str) -> Result<augur_admin::PredictReply, AdminError> {
+        let forecaster = self.forecaster.as_ref().ok_or_else(|| {
+            AdminError::new(
+                ErrorCode::Unavailable,
+                "forecasting is disabled ([forecast] enabled = false, or the store is disabled)",
+            )
+        })?;
+        let config = &self.config.forecast;
+        let now_s = (now_ns() / 1_000_000_000) as i64;
+        let features = self.forecast_features();
+        let history = {
+            let guard = lock(&self.store);
+            let store = guard
+                .as_ref()
+                .ok_or_else(|| AdminError::new(ErrorCode::Unavailable, "the store is closed"))?;
+            let id = crate::server::store::resolve(store, key).ok_or_else(|| unknown_vm(key))?;
+            // The longest feature window is a day; two cover it with room.
+            crate::forecast::history::read(
+                store,
+                id,
+                now_s,
+                config.train_days.min(2),
+                config.step_s as i64,
+                &features,
+            )
+            .ok_or_else(|| {
+                AdminError::new(
+                    ErrorCode::Unavailable,
+                    format!("VM {key:?} has no CPU history in the last days to forecast from"),
+                )
+            })?
+        };
+        Ok(forecaster.predict(&history))
     }
 
     fn apply_retention(&self, store: &mut Store) {

@@ -5,7 +5,7 @@
 //! make the daemon buffer without limit.
 
 mod status;
-mod store;
+pub(crate) mod store;
 mod vm_start;
 mod vm_stop;
 mod vms;
@@ -27,7 +27,7 @@ pub const MAX_CONNECTIONS: usize = 64;
 const LINGER_BYTES: u64 = 4 * MAX_LINE as u64;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 /// Request types this build knows, to tell an unknown request from a malformed one.
-const KNOWN_REQUESTS: [&str; 7] = [
+const KNOWN_REQUESTS: [&str; 8] = [
     "status",
     "vms",
     "profile",
@@ -35,6 +35,7 @@ const KNOWN_REQUESTS: [&str; 7] = [
     "vm_stop",
     "store_stats",
     "store_export",
+    "predict",
 ];
 
 /// A bound admin socket, removed again when dropped.
@@ -206,6 +207,7 @@ async fn dispatch(host: &Arc<Host>, request: Request) -> Result<Reply, AdminErro
             blocking(move || vm_stop::apply(&host, &vm)).await
         }
         Request::StoreStats => store::apply_stats(host),
+        Request::Predict { vm } => host.predict(&vm).map(Reply::Predict),
         Request::StoreExport {
             vm,
             from_ns,

@@ -33,7 +33,7 @@ pub fn apply_stats(host: &Host) -> Result<Reply, AdminError> {
 }
 
 /// Finds a stored VM by id or name (it may have stopped long ago).
-fn resolve(store: &Store, key: &str) -> Option<u64> {
+pub(crate) fn resolve(store: &Store, key: &str) -> Option<u64> {
     let by_id = key
         .parse::<u64>()
         .ok()

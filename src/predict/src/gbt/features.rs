@@ -27,6 +27,8 @@ pub struct VmSeries {
     pub id: String,
     /// Unix seconds of step 0.
     pub start_s: i64,
+    /// Seconds per step.
+    pub step_s: i64,
     pub target: Vec<f64>,
     /// Extra columns: each must be as long as `target`.
     pub others: Vec<Vec<f64>>,
@@ -95,7 +97,7 @@ pub fn row(vm: &VmSeries, scales: &[Scale], t: usize, h: usize, out: &mut Vec<f6
         .filter(|i| *i <= t)
         .map_or(y[t], |i| y[i]);
     out.push((day_back - a) / s.sigma);
-    let target_s = vm.start_s + ((t + h) as i64) * crate::STEP_S;
+    let target_s = vm.start_s + ((t + h) as i64) * vm.step_s;
     out.push((target_s.rem_euclid(86_400)) as f64 / 86_400.0);
     // 1970-01-01 was a Thursday: day 0 of the week is Monday.
     out.push((target_s.div_euclid(86_400) + 3).rem_euclid(7) as f64);
@@ -140,6 +142,7 @@ mod tests {
         let mut vm = VmSeries {
             id: "v".into(),
             start_s: 0,
+            step_s: 300,
             target: (0..600).map(|i| (i % 17) as f64).collect(),
             others: vec![(0..600).map(|i| (i % 5) as f64).collect()],
         };

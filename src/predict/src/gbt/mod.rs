@@ -11,7 +11,7 @@
 //! origins are the last 10% of each training part, which the model does not train on.
 
 pub mod features;
-mod model_file;
+pub mod model_file;
 
 pub use features::{Scale, VmSeries};
 

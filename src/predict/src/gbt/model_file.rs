@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! { "format": "augur-gbt", "version": 1, "metric": "cpu", "trained_at_s": ..., "series": ...,
+//!   "step_s": 300, "columns": ["mem", "disk", "net"],
 //!   "horizons": [1, 3, 12], "quantiles": [...], "others": 3, "level": 0.95,
 //!   "booster": "<forust-ml JSON>" }
 //! ```
@@ -24,6 +25,10 @@ pub struct ModelInfo {
     pub trained_at_s: i64,
     /// How many series it was trained on.
     pub series: usize,
+    /// Seconds per step of the series it was trained on; forecasts need the same step.
+    pub step_s: i64,
+    /// Names of the extra columns, in the order the model takes them.
+    pub columns: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -76,6 +81,8 @@ impl GbtModel {
             || file.quantiles.len() != file.horizons.len()
             || file.quantiles.iter().any(|q| !q.is_finite())
             || !(0.5..1.0).contains(&file.level)
+            || file.info.step_s <= 0
+            || file.info.columns.len() != file.others
         {
             return Err("horizons, quantiles or level are inconsistent".into());
         }

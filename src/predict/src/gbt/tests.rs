@@ -22,6 +22,7 @@ fn synthetic(id: usize, len: usize) -> VmSeries {
     VmSeries {
         id: id.to_string(),
         start_s: 1_375_308_000,
+        step_s: 300,
         target,
         others: vec![other],
     }
@@ -72,6 +73,8 @@ fn a_saved_model_loads_and_forecasts_the_same() {
         metric: "cpu".into(),
         trained_at_s: 1,
         series: 3,
+        step_s: 300,
+        columns: vec!["other".into()],
     };
     model.save(&path, &info).unwrap();
     let (loaded, loaded_info) = GbtModel::load(&path).unwrap();
@@ -93,6 +96,8 @@ fn damaged_or_foreign_model_files_are_refused_with_a_reason() {
         metric: "cpu".into(),
         trained_at_s: 1,
         series: 3,
+        step_s: 300,
+        columns: vec!["other".into()],
     };
     let text = model.to_file_text(&info).unwrap();
     let newer = text.replace("\"version\":1", "\"version\":99");

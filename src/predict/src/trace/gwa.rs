@@ -132,6 +132,7 @@ pub fn load_vms(
                 })
                 .collect();
             Some(crate::gbt::VmSeries {
+                step_s: crate::STEP_S,
                 id: s.id,
                 start_s: s.start_s,
                 target: s.values,
