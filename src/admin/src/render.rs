@@ -296,3 +296,55 @@ pub fn predict(p: &PredictReply) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{HorizonForecast, ResourceForecast, WorkloadClassReply};
+
+    #[test]
+    fn a_prediction_reads_as_a_table_with_units_class_and_notes() {
+        let reply = PredictReply {
+            vm_id: 7,
+            name: "web".into(),
+            step_s: 300,
+            history_steps: 864,
+            last_step_s: 1_700_000_000,
+            resources: vec![ResourceForecast {
+                resource: "net".into(),
+                unit: "B/s".into(),
+                current: 2_500_000.0,
+                model_generation: 3,
+                trained_at_s: 1_699_999_000,
+                level: 0.95,
+                horizons: vec![
+                    HorizonForecast {
+                        horizon_s: 300,
+                        mean: 2_600_000.0,
+                        upper: 4_000_000.0,
+                    },
+                    HorizonForecast {
+                        horizon_s: 3600,
+                        mean: 900.0,
+                        upper: 1500.0,
+                    },
+                ],
+            }],
+            class: Some(WorkloadClassReply {
+                class: "io-bound".into(),
+                explanation: vec!["cpu_mean 0.400 >= 0.0350".into()],
+            }),
+            notes: vec!["mem: no model (not trained yet)".into()],
+        };
+        let text = predict(&reply);
+        assert!(text.starts_with("VM 7 (web): 864 steps of 300 s"), "{text}");
+        assert!(text.contains("net") && text.contains("2.5 MB/s"), "{text}");
+        assert!(text.contains("60m") && text.contains("1.5 kB/s"), "{text}");
+        assert!(text.contains("gen 3 (95%)"), "{text}");
+        assert!(
+            text.contains("class: io-bound (cpu_mean 0.400 >= 0.0350)"),
+            "{text}"
+        );
+        assert!(text.contains("note: mem: no model"), "{text}");
+    }
+}

@@ -60,9 +60,28 @@ pub fn scales_of(vm: &VmSeries, end: usize) -> Vec<Scale> {
         .collect()
 }
 
-/// What forecasts are made relative to: the median of the last 12 steps.
+/// What forecasts are made relative to: the median of the last 12 steps (as
+/// [`crate::baselines::median`], without allocating).
 pub fn anchor(y: &[f64], t: usize) -> f64 {
-    crate::baselines::median(&y[t.saturating_sub(LAGS - 1)..=t])
+    let window = &y[t.saturating_sub(LAGS - 1)..=t];
+    let mut sorted = [0.0; LAGS];
+    let sorted = &mut sorted[..window.len()];
+    sorted.copy_from_slice(window);
+    sorted.sort_unstable_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// How restless the series is now, in σ units: one plus the mean absolute deviation of the last
+/// 12 steps from the anchor (the one keeps a width for a flat window).
+pub fn spread(y: &[f64], t: usize, sigma: f64) -> f64 {
+    let a = anchor(y, t);
+    let window = &y[t.saturating_sub(LAGS - 1)..=t];
+    1.0 + window.iter().map(|v| (v - a).abs()).sum::<f64>() / (window.len() as f64 * sigma)
 }
 
 pub fn count(others: usize) -> usize {
@@ -75,6 +94,7 @@ pub fn row(vm: &VmSeries, scales: &[Scale], t: usize, h: usize, out: &mut Vec<f6
     let s = scales[0];
     let a = anchor(y, t);
     out.push(h as f64);
+    // The horizon's columns are filled in by `set_horizon`; these are placeholders.
     for k in 0..LAGS {
         out.push((y[t.saturating_sub(k)] - a) / s.sigma);
     }
@@ -92,15 +112,7 @@ pub fn row(vm: &VmSeries, scales: &[Scale], t: usize, h: usize, out: &mut Vec<f6
             var.sqrt() / s.sigma,
         ]);
     }
-    let day_back = (t + h)
-        .checked_sub(SEASON)
-        .filter(|i| *i <= t)
-        .map_or(y[t], |i| y[i]);
-    out.push((day_back - a) / s.sigma);
-    let target_s = vm.start_s + ((t + h) as i64) * vm.step_s;
-    out.push((target_s.rem_euclid(86_400)) as f64 / 86_400.0);
-    // 1970-01-01 was a Thursday: day 0 of the week is Monday.
-    out.push((target_s.div_euclid(86_400) + 3).rem_euclid(7) as f64);
+    out.extend([0.0; 3]);
     out.push(y[t] / (s.mean.abs() + 1e-6));
     out.push(s.sigma / (s.mean.abs() + 1e-6));
     for (other, scale) in vm.others.iter().zip(&scales[1..]) {
@@ -111,6 +123,28 @@ pub fn row(vm: &VmSeries, scales: &[Scale], t: usize, h: usize, out: &mut Vec<f6
         out.push((cur - prev) / scale.sigma);
         out.push((cur - mean) / scale.sigma);
     }
+    let start = out.len() - count(vm.others.len());
+    set_horizon(vm, scales, t, h, a, &mut out[start..]);
+}
+
+/// Where the columns that depend on the horizon start (after `h`, the lags and the windows).
+const HORIZON_COLUMNS: usize = 1 + LAGS + WINDOWS.len() * 4;
+
+/// Rewrites the columns of `row` (built by [`row`] for origin `t`, anchor `a`) that depend on
+/// the horizon, for horizon `h`: the rest of a row is the same at every horizon of one origin.
+pub fn set_horizon(vm: &VmSeries, scales: &[Scale], t: usize, h: usize, a: f64, row: &mut [f64]) {
+    let y = &vm.target;
+    let sigma = scales[0].sigma;
+    row[0] = h as f64;
+    let day_back = (t + h)
+        .checked_sub(SEASON)
+        .filter(|i| *i <= t)
+        .map_or(y[t], |i| y[i]);
+    row[HORIZON_COLUMNS] = (day_back - a) / sigma;
+    let target_s = vm.start_s + ((t + h) as i64) * vm.step_s;
+    row[HORIZON_COLUMNS + 1] = (target_s.rem_euclid(86_400)) as f64 / 86_400.0;
+    // 1970-01-01 was a Thursday: day 0 of the week is Monday.
+    row[HORIZON_COLUMNS + 2] = (target_s.div_euclid(86_400) + 3).rem_euclid(7) as f64;
 }
 
 /// A column-major matrix of the rows for `origins` (VM index, origin, horizon).

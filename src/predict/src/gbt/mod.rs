@@ -6,10 +6,13 @@
 //! is `(y[t+h] - a) / σ`, `a` being the median of the last 12 steps, clipped to ±[`CLIP`] so the
 //! squared loss learns a robust centre instead of chasing the spikes of VM traces.
 //!
-//! The upper bound at horizon `h` is the forecast plus the `level` quantile of that horizon's
-//! calibration residuals (in σ units, against the unclipped actual values): the calibration
-//! origins are the last 10% of each training part, which the model does not train on.
+//! The upper bound at horizon `h` is the forecast plus `q·s·σ`, where `s` is the recent spread
+//! ([`features::spread`]) and `q` the `level` quantile of that horizon's calibration residuals
+//! divided by their own spread (normalised split-conformal, against the unclipped actual values):
+//! the bound widens when the VM is restless and narrows when it is calm. The calibration origins
+//! are the last 10% of each training part, which the model does not train on.
 
+mod compact;
 pub mod features;
 pub mod model_file;
 
@@ -25,6 +28,8 @@ const STRIDE: usize = 3;
 /// Horizons trained per origin: with more horizons than this, each origin gets a rotating
 /// subset, so training cost does not grow with the number of horizons.
 const HORIZONS_PER_ORIGIN: usize = 3;
+/// Up to this many rows a forecast walks the trees row by row; more go through a matrix.
+const ROW_BY_ROW: usize = 64;
 /// Rounds of reweighting toward the median (see [`GbtModel::train`]).
 const MEDIAN_REWEIGHTS: usize = 1;
 /// Residuals (σ units) below this weigh as much as this, so a near-perfect fit of one row
@@ -64,6 +69,8 @@ pub struct Forecast {
 /// A trained model.
 pub struct GbtModel {
     booster: GradientBooster,
+    /// The same trees, flattened for row-by-row forecasts.
+    compact: compact::CompactTrees,
     /// Horizons (steps) it was trained and calibrated for, ascending.
     horizons: Vec<usize>,
     /// Conformal quantile (σ units) per horizon, same order.
@@ -207,7 +214,8 @@ impl GbtModel {
         let mut residuals = vec![Vec::new(); horizons.len()];
         for (o, p) in cal.iter().zip(&predicted) {
             if let Ok(k) = horizons.binary_search(&o.2) {
-                residuals[k].push(scaled(o) - p);
+                let spread = features::spread(&vms[o.0].target, o.1, scales[o.0][0].sigma);
+                residuals[k].push((scaled(o) - p) / spread);
             }
         }
         let quantiles = residuals
@@ -215,12 +223,39 @@ impl GbtModel {
             .map(|r| conformal_quantile(r, settings.level))
             .collect();
         Ok(GbtModel {
+            compact: compact::CompactTrees::of(&booster)?,
             booster,
             horizons,
             quantiles,
             others,
             level: settings.level,
         })
+    }
+
+    /// Walks the trees for each row directly: for the few rows of an online forecast this
+    /// avoids building a column-major matrix and a vector per tree.
+    fn predict_rows(
+        &self,
+        vm: &VmSeries,
+        scales: &[Scale],
+        origins: &[(usize, usize)],
+    ) -> Vec<f64> {
+        let mut row = Vec::with_capacity(features::count(self.others));
+        let mut built_for = None;
+        origins
+            .iter()
+            .map(|&(t, h)| {
+                if built_for == Some(t) {
+                    let a = features::anchor(&vm.target, t);
+                    features::set_horizon(vm, scales, t, h, a, &mut row);
+                } else {
+                    row.clear();
+                    features::row(vm, scales, t, h, &mut row);
+                    built_for = Some(t);
+                }
+                self.compact.predict(&row)
+            })
+            .collect()
     }
 
     pub fn horizons(&self) -> &[usize] {
@@ -263,18 +298,21 @@ impl GbtModel {
             }
             quantile.push(self.quantiles[k]);
         }
-        let cols = features::count(self.others);
-        let keyed: Vec<(usize, usize, usize)> = origins.iter().map(|&(t, h)| (0, t, h)).collect();
-        let x = features::matrix(
-            std::slice::from_ref(vm),
-            std::slice::from_ref(&scales.to_vec()),
-            &keyed,
-            cols,
-        );
-        let parallel = origins.len() > 4096;
-        let p = self
-            .booster
-            .predict(&Matrix::new(&x, origins.len(), cols), parallel);
+        let p = if origins.len() <= ROW_BY_ROW {
+            self.predict_rows(vm, scales, origins)
+        } else {
+            let cols = features::count(self.others);
+            let keyed: Vec<(usize, usize, usize)> =
+                origins.iter().map(|&(t, h)| (0, t, h)).collect();
+            let x = features::matrix(
+                std::slice::from_ref(vm),
+                std::slice::from_ref(&scales.to_vec()),
+                &keyed,
+                cols,
+            );
+            self.booster
+                .predict(&Matrix::new(&x, origins.len(), cols), true)
+        };
         let sigma = scales[0].sigma;
         let bound = |value: f64| clamp.map_or(value, |(lo, hi)| value.clamp(lo, hi));
         Ok(origins
@@ -283,9 +321,10 @@ impl GbtModel {
             .zip(quantile)
             .map(|((&(t, _), p), q)| {
                 let a = features::anchor(&vm.target, t);
+                let spread = features::spread(&vm.target, t, sigma);
                 Forecast {
                     mean: bound(a + p * sigma),
-                    upper: bound(a + (p + q) * sigma),
+                    upper: bound(a + (p + q * spread) * sigma),
                 }
             })
             .collect())

@@ -88,8 +88,16 @@ impl GbtModel {
         }
         let booster = GradientBooster::from_json(&file.booster)
             .map_err(|e| format!("the trees do not parse: {e}"))?;
+        let compact = super::compact::CompactTrees::of(&booster)?;
+        if compact
+            .max_feature()
+            .is_some_and(|f| f >= super::features::count(file.others))
+        {
+            return Err("the trees read features this model does not have".into());
+        }
         Ok((
             GbtModel {
+                compact,
                 booster,
                 horizons: file.horizons,
                 quantiles: file.quantiles,

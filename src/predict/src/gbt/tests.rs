@@ -128,3 +128,21 @@ fn forecasts_for_untrained_horizons_or_other_shapes_are_errors() {
         .forecast(&bare, &scales[..1], &[(700, 1)], None)
         .is_err());
 }
+
+#[test]
+fn row_by_row_and_matrix_forecasts_agree() {
+    let vms: Vec<VmSeries> = (0..3).map(|i| synthetic(i, 288 * 3)).collect();
+    let model = trained(&vms, &[1, 3]);
+    let vm = &vms[2];
+    let scales = features::scales_of(vm, vm.target.len());
+    let origins: Vec<(usize, usize)> = (600..700).flat_map(|t| [(t, 1), (t, 3)]).collect();
+    let together = model.forecast(vm, &scales, &origins, None).unwrap();
+    for (pair, f) in origins.chunks(2).zip(together.chunks(2)) {
+        // Row by row, the second horizon of an origin reuses the first one's row.
+        let alone = model.forecast(vm, &scales, pair, None).unwrap();
+        for (a, f) in alone.iter().zip(f) {
+            assert!((a.mean - f.mean).abs() < 1e-9, "{pair:?}: {a:?} vs {f:?}");
+            assert!((a.upper - f.upper).abs() < 1e-9);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The migration planner: pure functions, no I/O, shared by augurd and the simulator.
+//!
+//! Given each host's capacity and its VMs' forecasts, [`plan`] finds hosts whose predicted demand
+//! (the upper bound at the planning horizon) crosses the trigger share of capacity, and proposes
+//! moves: which VM, to which host, by which migration method, with the predicted cost
+//! ([`cost`]) and the benefit over the horizon. A move never overloads its target by the
+//! target's own forecast, never breaks a rule (pinning, affinity, anti-affinity, maintenance,
+//! concurrency and hourly budgets), and respects hysteresis and per-VM cool-downs. Every
+//! decision carries its explanation: the inputs, the forecast, and each rejected alternative
+//! with the reason.
+#![forbid(unsafe_code)]
+
+pub mod cost;
+mod model;
+mod planner;
+
+pub use cost::{migration_cost, Link, Method, MigrationCost};
+pub use model::{Cluster, Host, HostId, MoveRecord, Resources, Rules, Vm, VmId};
+pub use planner::{plan, Decision, Move, Plan, Rejected};

@@ -1,0 +1,153 @@
+//! What the planner reasons about: hosts with capacity, VMs with forecasts, rules, and the
+//! record of past moves.
+
+use crate::cost::Link;
+use serde::Serialize;
+
+pub type HostId = String;
+pub type VmId = String;
+
+/// An amount of each resource: CPU in cores, memory in bytes, disk and network in bytes/s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Resources {
+    pub cpu: f64,
+    pub mem: f64,
+    pub disk: f64,
+    pub net: f64,
+}
+
+impl Resources {
+    pub const NAMES: [&'static str; 4] = ["cpu", "mem", "disk", "net"];
+
+    pub fn get(&self, i: usize) -> f64 {
+        [self.cpu, self.mem, self.disk, self.net][i]
+    }
+
+    pub fn add(&self, o: &Resources) -> Resources {
+        Resources {
+            cpu: self.cpu + o.cpu,
+            mem: self.mem + o.mem,
+            disk: self.disk + o.disk,
+            net: self.net + o.net,
+        }
+    }
+
+    pub fn sub(&self, o: &Resources) -> Resources {
+        Resources {
+            cpu: self.cpu - o.cpu,
+            mem: self.mem - o.mem,
+            disk: self.disk - o.disk,
+            net: self.net - o.net,
+        }
+    }
+
+    /// The largest share of `capacity` used by any resource with a capacity, and which.
+    pub fn peak_share(&self, capacity: &Resources) -> (f64, &'static str) {
+        (0..4)
+            .filter(|&i| capacity.get(i) > 0.0)
+            .map(|i| (self.get(i) / capacity.get(i), Self::NAMES[i]))
+            .fold((0.0, "cpu"), |best, x| if x.0 > best.0 { x } else { best })
+    }
+}
+
+/// One VM as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Vm {
+    pub id: VmId,
+    /// Demand now.
+    pub current: Resources,
+    /// Forecast mean and calibrated upper bound of demand at the planning horizon.
+    pub forecast_mean: Resources,
+    pub forecast_upper: Resources,
+    /// Memory to copy (bytes), writable working set (bytes), dirty rate (bytes/s).
+    pub memory: f64,
+    pub working_set: f64,
+    pub dirty_rate: f64,
+    /// Never moved automatically.
+    pub pinned: bool,
+    /// VMs of one affinity group stay on one host: a member is moved only if the whole group
+    /// can follow, which this planner does not propose, so members stay put.
+    pub affinity_group: Option<String>,
+    /// No two VMs of one anti-affinity group share a host.
+    pub anti_affinity_group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Host {
+    pub id: HostId,
+    pub capacity: Resources,
+    pub vms: Vec<Vm>,
+    /// Takes no VMs in; its VMs may be drained.
+    pub maintenance: bool,
+    /// Migrations in flight from or to this host now.
+    pub migrating: u32,
+    /// Capacity promised to incoming migrations not yet placed.
+    pub reserved: Resources,
+}
+
+impl Host {
+    pub fn demand_upper(&self) -> Resources {
+        self.vms
+            .iter()
+            .fold(self.reserved, |acc, vm| acc.add(&vm.forecast_upper))
+    }
+
+    pub fn demand_mean(&self) -> Resources {
+        self.vms
+            .iter()
+            .fold(self.reserved, |acc, vm| acc.add(&vm.forecast_mean))
+    }
+}
+
+/// A move that happened (for cool-downs and the hourly budget).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoveRecord {
+    pub vm: VmId,
+    pub at_s: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cluster {
+    pub hosts: Vec<Host>,
+    pub now_s: i64,
+    /// Past moves, any order.
+    pub history: Vec<MoveRecord>,
+    /// Migrations in flight in the whole mesh.
+    pub migrating: u32,
+}
+
+/// The operator's rules and the planner's settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rules {
+    /// A host is hot when its predicted demand (upper bound) exceeds this share of capacity.
+    pub trigger_share: f64,
+    /// A move may fill its target only up to this share (below the trigger: hysteresis, so
+    /// the target does not become the next hot host).
+    pub target_share: f64,
+    /// A move must lower the source's peak share by at least this much.
+    pub min_gain: f64,
+    /// A moved VM stays put for `cooldown_s · 2^(moves in the last day - 1)`.
+    pub cooldown_s: i64,
+    pub max_concurrent_per_host: u32,
+    pub max_concurrent_mesh: u32,
+    pub max_moves_per_hour: u32,
+    /// Moves proposed per call, at most.
+    pub max_moves_per_plan: usize,
+    pub link: Link,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            trigger_share: 0.9,
+            target_share: 0.8,
+            min_gain: 0.05,
+            cooldown_s: 1800,
+            max_concurrent_per_host: 1,
+            max_concurrent_mesh: 4,
+            max_moves_per_hour: 12,
+            max_moves_per_plan: 4,
+            link: Link::default(),
+        }
+    }
+}
