@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod eval;
+mod simulate;
 mod time_arg;
 
 use augur_admin::{render, AdminClient, ClientError, ExportFormat, Reply, Request};
@@ -59,6 +60,8 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Replay real traces on a simulated cluster under a balancing policy (no daemon needed).
+    Simulate(simulate::SimulateArgs),
     /// Offline evaluation on real traces (no daemon needed).
     Eval {
         #[command(subcommand)]
@@ -127,7 +130,9 @@ fn request(command: &Command) -> anyhow::Result<Request> {
         Command::Store {
             command: StoreCommand::Stats,
         } => Request::StoreStats,
-        Command::Eval { .. } => anyhow::bail!("eval runs locally, not through augurd"),
+        Command::Eval { .. } | Command::Simulate(_) => {
+            anyhow::bail!("this command runs locally, not through augurd")
+        }
         Command::Store {
             command:
                 StoreCommand::Export {
@@ -177,6 +182,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     } = &cli.command
     {
         return eval::forecast(args, cli.json);
+    }
+    if let Command::Simulate(args) = &cli.command {
+        return simulate::run(args, cli.json);
     }
     let request = request(&cli.command)?;
     let mut client = AdminClient::connect(&cli.socket)?;

@@ -222,3 +222,77 @@ fn eval_forecast_reports_every_model_at_every_horizon() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--horizons"));
 }
+
+#[test]
+fn simulate_replays_a_wide_trace_under_each_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nine VMs over two days: three groups, each running a daily job at its own hour.
+    let mut text = String::from("step");
+    for v in 0..9 {
+        text.push_str(&format!(",vm{v}"));
+    }
+    text.push('\n');
+    for step in 0..576 {
+        text.push_str(&step.to_string());
+        for v in 0..9 {
+            let start = 60 + (v % 3) * 50;
+            let busy = (start..start + 20).contains(&(step % 288));
+            text.push_str(if busy { ",90" } else { ",10" });
+        }
+        text.push('\n');
+    }
+    let trace = dir.path().join("day.csv");
+    std::fs::write(&trace, text).unwrap();
+    let svg = dir.path().join("run.svg");
+    for policy in ["none", "reactive", "proactive"] {
+        let out = augurctl(
+            Path::new("/unused"),
+            &[
+                "simulate",
+                "--traces",
+                trace.to_str().unwrap(),
+                "--format",
+                "wide",
+                "--hosts",
+                "3",
+                "--policy",
+                policy,
+                "--warmup-steps",
+                "288",
+                "--svg",
+                svg.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        assert!(out.status.success(), "{policy}: {}", failure(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["policy"], policy);
+        assert_eq!(json["steps"], 288);
+        for key in ["overload_host_minutes", "slav", "bytes_migrated"] {
+            assert!(
+                json[key].as_f64().is_some_and(|v| v >= 0.0),
+                "{key}: {json}"
+            );
+        }
+        if policy == "none" {
+            assert_eq!(json["migrations"], 0);
+        }
+        assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    }
+    let bad = augurctl(
+        Path::new("/unused"),
+        &[
+            "simulate",
+            "--traces",
+            trace.to_str().unwrap(),
+            "--format",
+            "wide",
+            "--hosts",
+            "3",
+            "--policy",
+            "greedy",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(failure(&bad).contains("greedy"), "{}", failure(&bad));
+}

@@ -127,6 +127,17 @@ pub fn row(vm: &VmSeries, scales: &[Scale], t: usize, h: usize, out: &mut Vec<f6
     set_horizon(vm, scales, t, h, a, &mut out[start..]);
 }
 
+/// The value a day before the target, relative to the anchor, in σ units (`y[t]` when that is
+/// later than `t`).
+pub fn day_back(vm: &VmSeries, scales: &[Scale], t: usize, h: usize) -> f64 {
+    let y = &vm.target;
+    let value = (t + h)
+        .checked_sub(SEASON)
+        .filter(|i| *i <= t)
+        .map_or(y[t], |i| y[i]);
+    (value - anchor(y, t)) / scales[0].sigma
+}
+
 /// Where the columns that depend on the horizon start (after `h`, the lags and the windows).
 const HORIZON_COLUMNS: usize = 1 + LAGS + WINDOWS.len() * 4;
 

@@ -160,7 +160,9 @@ impl GbtModel {
         for (v, &end) in train_end.iter().enumerate() {
             let end = end.min(vms[v].target.len());
             let fit_end = (end as f64 * 0.9) as usize;
-            let first = crate::SEASON.min(fit_end);
+            // Origins start a day in, where every feature window is full; on shorter histories,
+            // a third of the way in.
+            let first = crate::SEASON.min(fit_end / 3);
             for (i, t) in (first..fit_end.saturating_sub(max_h))
                 .step_by(STRIDE)
                 .enumerate()
@@ -188,7 +190,15 @@ impl GbtModel {
             (y[t + h] - features::anchor(y, t)) / scales[v][0].sigma
         };
         let x = features::matrix(vms, &scales, &fit, cols);
-        let y: Vec<f64> = fit.iter().map(|o| scaled(o).clamp(-CLIP, CLIP)).collect();
+        // The clip widens to take in what the same time yesterday says: a daily step change is
+        // learnable, a one-off spike is not chased.
+        let y: Vec<f64> = fit
+            .iter()
+            .map(|o @ &(v, t, h)| {
+                let day_back = features::day_back(&vms[v], &scales[v], t, h);
+                scaled(o).clamp(day_back.min(-CLIP), day_back.max(CLIP))
+            })
+            .collect();
         let xm = Matrix::new(&x, fit.len(), cols);
         let mut booster = booster(settings);
         booster

@@ -12,6 +12,7 @@ use std::path::Path;
 fn pick(resource: Resource, row: &[f64]) -> Option<f64> {
     let value = match resource {
         Resource::Cpu => row[4],
+        Resource::CpuMhz => row[3],
         Resource::Mem => row[6],
         Resource::Disk => row[7] + row[8],
         Resource::Net => row[9] + row[10],
@@ -102,6 +103,49 @@ pub fn load(dir: &Path, resource: Resource) -> Result<(Vec<Series>, LoadReport),
         }
     }
     Ok((series, report))
+}
+
+/// A VM's provisioned size, from its trace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VmSize {
+    pub cpu_mhz: f64,
+    pub mem_kb: f64,
+}
+
+/// Each VM's provisioned CPU (MHz) and memory (KB): the largest seen in the first data row of
+/// its files. Files without a readable first row are left out.
+pub fn load_sizes(dir: &Path) -> Result<BTreeMap<String, VmSize>, TraceError> {
+    let mut sizes: BTreeMap<String, VmSize> = BTreeMap::new();
+    for path in csv_files(dir)? {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let vm = name
+            .trim_end_matches(".gz")
+            .trim_end_matches(".csv")
+            .to_string();
+        let Ok(lines) = lines(&path) else { continue };
+        let first_row = lines
+            .take(3)
+            .map_while(Result::ok)
+            .filter(|l| !l.to_ascii_lowercase().contains("timestamp"))
+            .find_map(|l| {
+                let fields: Vec<f64> = l
+                    .split(';')
+                    .map(|f| f.trim().parse::<f64>().ok())
+                    .collect::<Option<Vec<f64>>>()?;
+                (fields.len() == 11).then_some(fields)
+            });
+        let Some(row) = first_row else { continue };
+        let (cpu_mhz, mem_kb) = (row[2], row[5]);
+        if cpu_mhz.is_finite() && cpu_mhz > 0.0 && mem_kb.is_finite() && mem_kb > 0.0 {
+            let size = sizes.entry(vm).or_insert(VmSize { cpu_mhz, mem_kb });
+            size.cpu_mhz = size.cpu_mhz.max(cpu_mhz);
+            size.mem_kb = size.mem_kb.max(mem_kb);
+        }
+    }
+    Ok(sizes)
 }
 
 /// Loads `target` with every other resource of the same VMs as behavioural features, keeping the

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 #[serde(rename_all = "snake_case")]
 pub enum Resource {
     Cpu,
+    /// CPU used in MHz (GWA traces only): demand in absolute units, for the simulator.
+    CpuMhz,
     Mem,
     Disk,
     Net,
