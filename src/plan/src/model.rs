@@ -86,10 +86,42 @@ pub struct Host {
 }
 
 impl Host {
+    /// The upper bound of the host's demand: the sum of the VMs' means plus the root of the sum
+    /// of their squared margins (upper minus mean). Bounds of separate VMs do not add up: all of
+    /// a host's VMs rarely peak at once, and summing their upper bounds would call every host
+    /// hot. Treating the margins as independent is the assumption; VMs that do peak together
+    /// show it in their forecasts.
     pub fn demand_upper(&self) -> Resources {
-        self.vms
-            .iter()
-            .fold(self.reserved, |acc, vm| acc.add(&vm.forecast_upper))
+        self.upper_with(None)
+    }
+
+    /// [`Self::demand_upper`] with `extra` added to the host's VMs.
+    pub fn upper_with(&self, extra: Option<&Vm>) -> Resources {
+        let vms = self.vms.iter().chain(extra);
+        let mut mean = self.reserved;
+        let mut margin2 = [0.0f64; 4];
+        for vm in vms {
+            mean = mean.add(&vm.forecast_mean);
+            for (i, m) in margin2.iter_mut().enumerate() {
+                let margin = (vm.forecast_upper.get(i) - vm.forecast_mean.get(i)).max(0.0);
+                *m += margin * margin;
+            }
+        }
+        Resources {
+            cpu: mean.cpu + margin2[0].sqrt(),
+            mem: mean.mem + margin2[1].sqrt(),
+            disk: mean.disk + margin2[2].sqrt(),
+            net: mean.net + margin2[3].sqrt(),
+        }
+    }
+
+    /// [`Self::demand_upper`] without the VM `id`.
+    pub fn upper_without(&self, id: &str) -> Resources {
+        let rest = Host {
+            vms: self.vms.iter().filter(|v| v.id != id).cloned().collect(),
+            ..self.clone()
+        };
+        rest.demand_upper()
     }
 
     pub fn demand_mean(&self) -> Resources {

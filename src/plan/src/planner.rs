@@ -191,7 +191,7 @@ fn best_move(
             });
             continue;
         }
-        let (source_after, _) = share(&source_demand.sub(&vm.forecast_upper), source);
+        let (source_after, _) = share(&source.upper_without(&vm.id), source);
         let gain = source_before - source_after;
         if !source.maintenance && gain < rules.min_gain {
             rejected.push(Rejected {
@@ -243,9 +243,8 @@ fn best_move(
                     continue;
                 }
             }
-            let target_demand = target.demand_upper();
-            let (target_before, _) = share(&target_demand, target);
-            let (target_after, what) = share(&target_demand.add(&vm.forecast_upper), target);
+            let (target_before, _) = share(&target.demand_upper(), target);
+            let (target_after, what) = share(&target.upper_with(Some(vm)), target);
             if target_after > rules.target_share {
                 rejected.push(reject(format!(
                     "its forecast {what} would reach {:.0}% of capacity (limit {:.0}%)",

@@ -228,3 +228,17 @@ fn a_guest_that_would_not_converge_is_moved_by_a_named_fallback_or_a_quieter_vm_
     assert_eq!(p.moves[0].vm, "r");
     assert_ne!(p.moves[0].cost.method, crate::Method::PreCopy);
 }
+
+#[test]
+fn host_bounds_add_margins_in_quadrature_not_in_sum() {
+    let mut a = vm("a", 1.0, 2.0);
+    a.forecast_mean = cpu(1.0);
+    let mut b = a.clone();
+    b.id = "b".into();
+    let h = host("h", vec![a.clone(), b]);
+    let upper = h.demand_upper().cpu;
+    assert!((upper - (2.0 + 2f64.sqrt())).abs() < 1e-9, "{upper}");
+    assert!((h.upper_without("b").cpu - 2.0).abs() < 1e-9);
+    let with = host("g", vec![]).upper_with(Some(&a)).cpu;
+    assert!((with - 2.0).abs() < 1e-9);
+}

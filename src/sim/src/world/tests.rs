@@ -38,15 +38,15 @@ fn config(policy: Policy) -> SimConfig {
         host_capacity: Some(6500.0),
         initial_hosts: Some((0..12).map(|i| if i < 9 { i % 3 } else { 3 }).collect()),
         policy,
-        warmup_steps: 2 * DAY,
-        retrain_steps: 2 * DAY,
+        warmup_steps: 4 * DAY,
+        retrain_steps: 4 * DAY,
         ..SimConfig::default()
     }
 }
 
 #[test]
 fn without_a_policy_nothing_moves_and_the_daily_peaks_overload_hosts() {
-    let vms = batch_vms(12, 4);
+    let vms = batch_vms(12, 6);
     let r = simulate(&vms, &config(Policy::None)).unwrap();
     assert_eq!(r.migrations, 0);
     assert!(r.overload_host_minutes > 0.0, "{r:?}");
@@ -57,7 +57,7 @@ fn without_a_policy_nothing_moves_and_the_daily_peaks_overload_hosts() {
 
 #[test]
 fn both_policies_relieve_hosts_and_proactive_overloads_less_than_reactive() {
-    let vms = batch_vms(12, 4);
+    let vms = batch_vms(12, 6);
     let none = simulate(&vms, &config(Policy::None)).unwrap();
     let reactive = simulate(&vms, &config(Policy::Reactive)).unwrap();
     let proactive = simulate(&vms, &config(Policy::Proactive)).unwrap();
@@ -94,12 +94,12 @@ fn unusable_input_is_an_error_not_a_panic() {
     assert!(simulate(&short, &config(Policy::Reactive))
         .unwrap_err()
         .contains("warm-up"));
-    let mut bad = batch_vms(3, 4);
+    let mut bad = batch_vms(3, 6);
     bad[1].mem_used.truncate(10);
     assert!(simulate(&bad, &config(Policy::None)).is_err());
     let zero = SimConfig {
         host_capacity: Some(0.0),
         ..config(Policy::None)
     };
-    assert!(simulate(&batch_vms(3, 4), &zero).is_err());
+    assert!(simulate(&batch_vms(3, 6), &zero).is_err());
 }
