@@ -101,15 +101,21 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     pub fn start(driver: Driver) -> Self {
+        Self::start_with(driver, |_| {})
+    }
+
+    /// Starts with the test defaults changed by `adjust`.
+    pub fn start_with(driver: Driver, adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let socket = dir.path().join("augurd.sock");
-        let config = Config {
+        let mut config = Config {
             driver,
             data_dir: dir.path().join("data"),
             admin_socket: socket.clone(),
             sample_interval_ms: 200,
             ..Config::default()
         };
+        adjust(&mut config);
         let runtime = augurd::daemon::runtime().expect("a tokio runtime");
         let host = Host::new(config).expect("the host starts");
         host.start_threads().expect("sampling threads start");

@@ -296,3 +296,50 @@ fn simulate_replays_a_wide_trace_under_each_policy() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(failure(&bad).contains("greedy"), "{}", failure(&bad));
 }
+
+/// Runs augurctl as `nobody` (uid and gid 65534, no other groups), from a copy of the binary
+/// any user may execute.
+fn augurctl_as_nobody(socket: &Path, args: &[&str]) -> Output {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = dir.path().join("augurctl");
+    std::fs::copy(env!("CARGO_BIN_EXE_augurctl"), &binary).unwrap();
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&binary)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("setpriv runs")
+}
+
+#[test]
+fn the_admin_group_may_read_but_only_root_may_change_things() {
+    use std::os::unix::fs::PermissionsExt;
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")));
+    if !is_root || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and setpriv to act as another user");
+        return;
+    }
+    // nogroup (65534) stands in for the augur group; nobody's primary group is nogroup.
+    let daemon = TestDaemon::start_with(Driver::None, |c| c.admin_group = "nogroup".into());
+    // Let the file system through, so that the daemon's own check is what is tested.
+    let dir = daemon.socket.parent().unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&daemon.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let status = augurctl_as_nobody(&daemon.socket, &["status"]);
+    assert!(status.status.success(), "{status:?}");
+    let stop = augurctl_as_nobody(&daemon.socket, &["vm", "stop", "web"]);
+    let stderr = failure(&stop);
+    assert!(
+        stderr.contains("uid 65534 may not do this") && stderr.contains("root"),
+        "{stderr}"
+    );
+    // Root gets past the check (and is told the VM does not exist).
+    let stderr = failure(&augurctl(&daemon.socket, &["vm", "stop", "web"]));
+    assert!(stderr.contains("no VM"), "{stderr}");
+}

@@ -8,6 +8,11 @@
 //! data_dir = "/var/lib/augur"
 //! # The admin socket augurctl talks to.
 //! admin_socket = "/run/augur/augurd.sock"
+//! # Members of this group may use the socket for read-only requests (the socket file belongs to
+//! # it, mode 0660); root and the daemon's own user may do everything.
+//! admin_group = "augur"
+//! # Members of this group may also start and stop VMs; empty: root only.
+//! admin_write_group = ""
 //! # How often every source is read, in milliseconds (100..=60000).
 //! sample_interval_ms = 1000
 //! # Profile windows kept per VM (one per sample interval).
@@ -143,6 +148,8 @@ pub struct Config {
     pub driver: Driver,
     pub data_dir: PathBuf,
     pub admin_socket: PathBuf,
+    pub admin_group: String,
+    pub admin_write_group: String,
     pub sample_interval_ms: u64,
     pub history_windows: usize,
     pub log: String,
@@ -158,6 +165,8 @@ impl Default for Config {
             driver: Driver::Auto,
             data_dir: PathBuf::from("/var/lib/augur"),
             admin_socket: PathBuf::from("/run/augur/augurd.sock"),
+            admin_group: "augur".into(),
+            admin_write_group: String::new(),
             sample_interval_ms: 1000,
             history_windows: 3600,
             log: "info".into(),
@@ -227,6 +236,17 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty".into()));
+        }
+        for (key, name) in [
+            ("admin_group", &self.admin_group),
+            ("admin_write_group", &self.admin_write_group),
+        ] {
+            if name.len() > 32 || name.contains(|c: char| c == ':' || c.is_whitespace()) {
+                return Err(invalid(
+                    key,
+                    format!("{name:?} is not a group name (up to 32 characters, no ':' or spaces)"),
+                ));
+            }
         }
         if self.admin_socket.as_os_str().len() > 100 {
             return Err(invalid(
@@ -360,6 +380,7 @@ mod tests {
         assert!(err("[microvm]\nspeed = 1").contains("speed"));
         assert!(err("[forecast]\nhorizons_s = [450]").contains("forecast.horizons_s"));
         assert!(err("[forecast]\nlevel = 1.5").contains("forecast.level"));
+        assert!(err("admin_group = \"a b\"").contains("admin_group"));
         assert!(err("sample_interval_ms = 1000\nsample_interval_ms = 2000").contains("augurd.toml"));
     }
 }

@@ -4,6 +4,7 @@
 //! with the `apply` that carries it out. Requests are read as bounded lines, so a client cannot
 //! make the daemon buffer without limit.
 
+pub mod access;
 mod status;
 pub(crate) mod store;
 mod vm_start;
@@ -70,6 +71,15 @@ impl AdminSocket {
     /// Serves until `shutdown` turns true.
     pub async fn serve(self, host: Arc<Host>, mut shutdown: watch::Receiver<bool>) {
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let access = Arc::new(access::AccessPolicy::new(
+            &host.config.admin_group,
+            &host.config.admin_write_group,
+        ));
+        if let Some(gid) = access.socket_gid() {
+            if let Err(error) = std::os::unix::fs::chown(&self.path, None, Some(gid)) {
+                warn!(%error, gid, "cannot give the admin socket to the admin group");
+            }
+        }
         info!(socket = %self.path.display(), "admin socket ready");
         loop {
             tokio::select! {
@@ -77,10 +87,11 @@ impl AdminSocket {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let host = host.clone();
+                        let access = access.clone();
                         match limit.clone().try_acquire_owned() {
                             Ok(permit) => {
                                 tokio::spawn(async move {
-                                    if let Err(error) = serve_connection(stream, host).await {
+                                    if let Err(error) = serve_connection(stream, host, &access).await {
                                         debug!(%error, "admin connection ended");
                                     }
                                     drop(permit);
@@ -231,7 +242,12 @@ async fn blocking(
     })
 }
 
-async fn serve_connection(stream: UnixStream, host: Arc<Host>) -> std::io::Result<()> {
+async fn serve_connection(
+    stream: UnixStream,
+    host: Arc<Host>,
+    access: &access::AccessPolicy,
+) -> std::io::Result<()> {
+    let peer = access::peer_of(&stream)?;
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
@@ -265,7 +281,13 @@ async fn serve_connection(stream: UnixStream, host: Arc<Host>) -> std::io::Resul
         }
         let (id, request) = parse(&line);
         let result = match request {
-            Ok(request) => dispatch(&host, request).await,
+            Ok(request) => match access.check(&peer, &request) {
+                Ok(()) => dispatch(&host, request).await,
+                Err(denied) => {
+                    info!(uid = peer.uid, pid = ?peer.pid, "admin request denied");
+                    Err(denied)
+                }
+            },
             Err(error) => Err(error),
         };
         write.write_all(reply_line(id, result).as_bytes()).await?;
