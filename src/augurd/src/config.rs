@@ -13,6 +13,9 @@
 //! admin_group = "augur"
 //! # Members of this group may also start and stop VMs; empty: root only.
 //! admin_write_group = ""
+//! # Serve Prometheus metrics at http://ADDRESS/metrics; empty: off. Bind to loopback or a
+//! # management network: the endpoint has no authentication.
+//! metrics_listen = ""          # e.g. "127.0.0.1:9477"
 //! # How often every source is read, in milliseconds (100..=60000).
 //! sample_interval_ms = 1000
 //! # Profile windows kept per VM (one per sample interval).
@@ -150,6 +153,7 @@ pub struct Config {
     pub admin_socket: PathBuf,
     pub admin_group: String,
     pub admin_write_group: String,
+    pub metrics_listen: String,
     pub sample_interval_ms: u64,
     pub history_windows: usize,
     pub log: String,
@@ -167,6 +171,7 @@ impl Default for Config {
             admin_socket: PathBuf::from("/run/augur/augurd.sock"),
             admin_group: "augur".into(),
             admin_write_group: String::new(),
+            metrics_listen: String::new(),
             sample_interval_ms: 1000,
             history_windows: 3600,
             log: "info".into(),
@@ -247,6 +252,17 @@ impl Config {
                     format!("{name:?} is not a group name (up to 32 characters, no ':' or spaces)"),
                 ));
             }
+        }
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "metrics_listen",
+                format!(
+                    "{:?} is not an address and port such as \"127.0.0.1:9477\"",
+                    self.metrics_listen
+                ),
+            ));
         }
         if self.admin_socket.as_os_str().len() > 100 {
             return Err(invalid(
@@ -381,6 +397,7 @@ mod tests {
         assert!(err("[forecast]\nhorizons_s = [450]").contains("forecast.horizons_s"));
         assert!(err("[forecast]\nlevel = 1.5").contains("forecast.level"));
         assert!(err("admin_group = \"a b\"").contains("admin_group"));
+        assert!(err("metrics_listen = \"localhost\"").contains("metrics_listen"));
         assert!(err("sample_interval_ms = 1000\nsample_interval_ms = 2000").contains("augurd.toml"));
     }
 }

@@ -35,7 +35,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let host = Host::new(config)?;
         host.start_threads()?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let server = tokio::spawn(socket.serve(host.clone(), stop_rx));
+        let server = tokio::spawn(socket.serve(host.clone(), stop_rx.clone()));
+        if let Ok(addr) = host.config.metrics_listen.parse() {
+            let (metrics, _) = crate::metrics::MetricsServer::bind(addr).await?;
+            tokio::spawn(metrics.serve(host.clone(), stop_rx));
+        }
         info!(pid = std::process::id(), "augurd running");
         shutdown_signal().await?;
         let _ = stop_tx.send(true);

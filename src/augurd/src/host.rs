@@ -583,6 +583,14 @@ impl Host {
         features
     }
 
+    /// The generation of each forecast model in use.
+    pub fn forecast_generations(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.forecaster
+            .as_ref()
+            .map(crate::forecast::Forecaster::generations)
+            .unwrap_or_default()
+    }
+
     /// Forecasts of a stored VM (by id or name).
     pub fn predict(&self, key: &str) -> Result<augur_admin::PredictReply, AdminError> {
         let forecaster = self.forecaster.as_ref().ok_or_else(|| {

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod demo;
 pub mod forecast;
 pub mod host;
+pub mod metrics;
 pub mod recorder;
 pub mod server;
 mod summary;
