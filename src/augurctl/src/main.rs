@@ -62,6 +62,10 @@ enum Command {
     },
     /// Replay real traces on a simulated cluster under a balancing policy (no daemon needed).
     Simulate(simulate::SimulateArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), e.g. `augurctl man > augurctl.1`.
+    Man,
     /// Offline evaluation on real traces (no daemon needed).
     Eval {
         #[command(subcommand)]
@@ -130,7 +134,10 @@ fn request(command: &Command) -> anyhow::Result<Request> {
         Command::Store {
             command: StoreCommand::Stats,
         } => Request::StoreStats,
-        Command::Eval { .. } | Command::Simulate(_) => {
+        Command::Eval { .. }
+        | Command::Simulate(_)
+        | Command::Completions { .. }
+        | Command::Man => {
             anyhow::bail!("this command runs locally, not through augurd")
         }
         Command::Store {
@@ -185,6 +192,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     if let Command::Simulate(args) = &cli.command {
         return simulate::run(args, cli.json);
+    }
+    if let Command::Completions { shell } = &cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(*shell, &mut command, "augurctl", &mut std::io::stdout());
+        return Ok(());
+    }
+    if let Command::Man = &cli.command {
+        let command = <Cli as clap::CommandFactory>::command();
+        clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+        return Ok(());
     }
     let request = request(&cli.command)?;
     let mut client = AdminClient::connect(&cli.socket)?;

@@ -343,3 +343,30 @@ fn the_admin_group_may_read_but_only_root_may_change_things() {
     let stderr = failure(&augurctl(&daemon.socket, &["vm", "stop", "web"]));
     assert!(stderr.contains("no VM"), "{stderr}");
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_definition() {
+    let bash = augurctl(Path::new("/unused"), &["completions", "bash"]);
+    assert!(bash.status.success(), "{bash:?}");
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(
+        script.contains("_augurctl()") && script.contains("predict"),
+        "{script}"
+    );
+    let man = augurctl(Path::new("/unused"), &["man"]);
+    assert!(man.status.success(), "{man:?}");
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH augurctl"),
+        "{page}"
+    );
+    assert!(page.contains("simulate"), "{page}");
+    // A bad argument is clap's usage error: exit status 2, naming the value and the choices.
+    let bad = augurctl(Path::new("/unused"), &["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("tcsh") && stderr.contains("bash"),
+        "{stderr}"
+    );
+}
