@@ -3,6 +3,7 @@
 #   ./test.sh            everything
 #   FUZZ_SECONDS=0 ./test.sh   skip the fuzzing smoke run
 # Tests that need /dev/kvm, root or tracefs print "SKIPPED <test>: <reason>" where those are missing.
+# As root on a Debian host, the last step builds the .deb, installs, runs and removes it.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -43,9 +44,18 @@ set +e
 cargo test --workspace --locked --no-fail-fast -- --show-output 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+step "package install test"
+set +e
+packaging/install-test.sh
+install_status=$?
+set -e
+[ "$install_status" = 0 ] || echo "install test: FAILED (exit $install_status)"
+
 grep -h '^SKIPPED' "$log" | sort -u || true
 passed=$(grep -o '[0-9]* passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -o '[0-9]* failed' "$log" | awk '{s+=$1} END {print s+0}')
 echo
 echo "$passed passed, $failed failed"
-exit "$status"
+[ "$status" = 0 ] || exit "$status"
+exit "$install_status"

@@ -41,7 +41,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             tokio::spawn(metrics.serve(host.clone(), stop_rx));
         }
         info!(pid = std::process::id(), "augurd running");
+        crate::notify::ready();
         shutdown_signal().await?;
+        crate::notify::stopping();
         let _ = stop_tx.send(true);
         let _ = server.await;
         let shutdown_host: Arc<Host> = host.clone();

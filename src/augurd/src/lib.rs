@@ -8,6 +8,7 @@ pub mod demo;
 pub mod forecast;
 pub mod host;
 pub mod metrics;
+mod notify;
 pub mod recorder;
 pub mod server;
 mod summary;

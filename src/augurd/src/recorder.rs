@@ -6,27 +6,51 @@ use augur_store::{Sample, Store, Value, VmId, VmMeta};
 use std::collections::BTreeMap;
 use tracing::warn;
 
-/// The scalar figures of a window, by series name.
-pub fn window_figures(window: &Window) -> Vec<(String, f64)> {
-    let mut out: Vec<(String, f64)> = [
-        ("cpu_vcpus", window.cpu_vcpus),
-        ("memory_mib", window.memory_mib),
-        ("working_set_mib", window.working_set_mib),
-        ("dirty_pages_per_s", window.dirty_pages_per_s),
-        ("dirty_mib_per_s", window.dirty_mib_per_s),
-        ("dirty_locality", window.dirty_locality),
-        ("disk_read_bytes_per_s", window.disk_read_bytes_per_s),
-        ("disk_write_bytes_per_s", window.disk_write_bytes_per_s),
-        ("disk_read_ratio", window.disk_read_ratio),
-        ("disk_ops_per_s", window.disk_ops_per_s),
-        ("net_tx_bytes_per_s", window.net_tx_bytes_per_s),
-        ("net_rx_bytes_per_s", window.net_rx_bytes_per_s),
-        ("exits_per_s", window.exits_per_s),
-        ("guest_progress_per_s", window.guest_progress_per_s),
+/// The names under which a window's scalar figures are stored, in the order of
+/// [`scalar_values`].
+pub const SCALAR_FIGURES: [&str; 14] = [
+    "cpu_vcpus",
+    "memory_mib",
+    "working_set_mib",
+    "dirty_pages_per_s",
+    "dirty_mib_per_s",
+    "dirty_locality",
+    "disk_read_bytes_per_s",
+    "disk_write_bytes_per_s",
+    "disk_read_ratio",
+    "disk_ops_per_s",
+    "net_tx_bytes_per_s",
+    "net_rx_bytes_per_s",
+    "exits_per_s",
+    "guest_progress_per_s",
+];
+
+fn scalar_values(window: &Window) -> [Option<f64>; 14] {
+    [
+        window.cpu_vcpus,
+        window.memory_mib,
+        window.working_set_mib,
+        window.dirty_pages_per_s,
+        window.dirty_mib_per_s,
+        window.dirty_locality,
+        window.disk_read_bytes_per_s,
+        window.disk_write_bytes_per_s,
+        window.disk_read_ratio,
+        window.disk_ops_per_s,
+        window.net_tx_bytes_per_s,
+        window.net_rx_bytes_per_s,
+        window.exits_per_s,
+        window.guest_progress_per_s,
     ]
-    .into_iter()
-    .filter_map(|(name, value)| Some((name.to_string(), value?)))
-    .collect();
+}
+
+/// The figures of a window, by series name.
+pub fn window_figures(window: &Window) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = SCALAR_FIGURES
+        .iter()
+        .zip(scalar_values(window))
+        .filter_map(|(name, value)| Some((name.to_string(), value?)))
+        .collect();
     out.extend(
         window
             .exit_mix

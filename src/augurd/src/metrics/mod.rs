@@ -132,8 +132,46 @@ pub fn render(host: &Arc<Host>) -> String {
     out
 }
 
+/// The names of the metrics that are not per-VM figures.
+pub const HOST_METRICS: [&str; 6] = [
+    "augur_up",
+    "augur_uptime_seconds",
+    "augur_vms",
+    "augur_ring_lost",
+    "augur_sampling_cpu_seconds_per_vm_sample",
+    "augur_forecast_model_generation",
+];
+
 #[cfg(test)]
 mod tests {
+    /// Every metric the packaged Grafana dashboard queries is one augurd exports.
+    #[test]
+    fn the_dashboard_queries_only_exported_metrics() {
+        let dashboard = include_str!("../../../../packaging/grafana-dashboard.json");
+        let json: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+        let figures: Vec<String> = crate::recorder::SCALAR_FIGURES
+            .iter()
+            .map(|n| super::metric_name(n))
+            .collect();
+        let mut queried = 0;
+        for panel in json["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("augur_") {
+                        queried += 1;
+                        assert!(
+                            super::HOST_METRICS.contains(&word)
+                                || figures.iter().any(|f| f == word),
+                            "the dashboard queries {word}, which augurd does not export"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(queried >= 10);
+    }
+
     #[test]
     fn figure_names_become_metric_names() {
         assert_eq!(super::metric_name("exit_mix.io"), "augur_vm_exit_mix_io");

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The package's round trip on this machine: build the .deb, install it, check what it put where,
+# verify the systemd unit, start augurd the way the unit does and ask augurctl for its status,
+# remove the package and show that the config and the data survive, then purge and show that
+# they are gone. Needs root and dpkg; installs cargo-deb if it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ] || ! command -v dpkg >/dev/null; then
+  echo "SKIPPED install test: needs root and dpkg"
+  exit 0
+fi
+if dpkg -s augur >/dev/null 2>&1; then
+  echo "install test: the augur package is already installed here; not touching it" >&2
+  exit 1
+fi
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
+
+cargo build --release --locked --quiet -p augurd -p augurctl
+mkdir -p target/release/packaging
+target/release/augurctl man | gzip -9n > target/release/packaging/augurctl.1.gz
+target/release/augurctl completions bash > target/release/packaging/augurctl.bash
+deb=$(cargo deb -p augurd --no-build | tail -n 1)
+echo "built $deb"
+
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+  dpkg -P augur >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+dpkg -i "$deb"
+for path in /usr/bin/augurd /usr/bin/augurctl; do test -x "$path"; done
+test -f /etc/augur/augurd.toml
+test -f /usr/share/man/man1/augurctl.1.gz
+test -d /var/lib/augur
+getent group augur >/dev/null
+unit=$(dpkg -L augur | grep '/augurd\.service$')
+echo "unit: $unit"
+if command -v systemd-analyze >/dev/null; then
+  systemd-analyze verify "$unit"
+  echo "systemd-analyze verify: ok"
+fi
+augurd --check-config --config /etc/augur/augurd.toml
+
+# What the unit does: its runtime directory, then ExecStart.
+install -d -m 0750 /run/augur
+read -r -a exec_start <<< "$(sed -n 's/^ExecStart=//p' "$unit")"
+"${exec_start[@]}" 2>/tmp/augurd-install-test.log &
+pid=$!
+for _ in $(seq 100); do
+  [ -S /run/augur/augurd.sock ] && break
+  sleep 0.2
+done
+augurctl status
+test "$(stat -c '%a %G' /run/augur/augurd.sock)" = "660 augur"
+augurctl store stats >/dev/null
+kill -TERM "$pid"
+wait "$pid"
+pid=""
+
+dpkg -r augur
+test ! -e /usr/bin/augurd
+test -f /etc/augur/augurd.toml
+test -d /var/lib/augur/store
+echo "after remove: config and data kept"
+dpkg -P augur
+test ! -e /etc/augur/augurd.toml
+test ! -e /var/lib/augur
+echo "after purge: config and data gone"
+echo "install test: ok"
