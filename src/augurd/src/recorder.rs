@@ -6,8 +6,8 @@ use augur_store::{Sample, Store, Value, VmId, VmMeta};
 use std::collections::BTreeMap;
 use tracing::warn;
 
-/// The names under which a window's scalar figures are stored, in the order of
-/// [`scalar_values`].
+/// The names under which a window's scalar figures are stored (in the order
+/// `scalar_values` reads them).
 pub const SCALAR_FIGURES: [&str; 14] = [
     "cpu_vcpus",
     "memory_mib",
