@@ -183,6 +183,29 @@ impl Default for Config {
     }
 }
 
+/// The line (from 1) where `key` ("name" or "section.name") is set in `text`, if it is.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let (section, name) = match key.split_once('.') {
+        Some((section, name)) => (Some(section), name),
+        None => (None, key),
+    };
+    let mut current: Option<&str> = None;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = Some(header.trim());
+            continue;
+        }
+        let sets = line
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        if sets && current == section {
+            return Some(n + 1);
+        }
+    }
+    None
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -217,7 +240,14 @@ impl Config {
             path: origin.to_string(),
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
-        config.validate(origin)?;
+        config.validate(origin).map_err(|error| match error {
+            ConfigError::Invalid { path, key, message } => ConfigError::Invalid {
+                path: key_line(text, key).map_or(path.clone(), |n| format!("{path}, line {n}")),
+                key,
+                message,
+            },
+            other => other,
+        })?;
         Ok(config)
     }
 
@@ -398,6 +428,14 @@ mod tests {
         assert!(err("[forecast]\nlevel = 1.5").contains("forecast.level"));
         assert!(err("admin_group = \"a b\"").contains("admin_group"));
         assert!(err("metrics_listen = \"localhost\"").contains("metrics_listen"));
+        // Values out of range are reported at their line.
+        let text = "log = \"info\"\n\n[forecast]\nstep_s = 300\nlevel = 1.5\n";
+        assert!(
+            err(text).starts_with("config file augurd.toml, line 5: key `forecast.level`"),
+            "{}",
+            err(text)
+        );
+        assert!(err("\n\nsample_interval_ms = 5").contains("augurd.toml, line 3: key"));
         assert!(err("sample_interval_ms = 1000\nsample_interval_ms = 2000").contains("augurd.toml"));
     }
 }
