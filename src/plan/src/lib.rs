@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cost;
+pub mod limits;
 mod model;
 mod planner;
 

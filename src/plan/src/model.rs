@@ -32,15 +32,6 @@ impl Resources {
         }
     }
 
-    pub fn sub(&self, o: &Resources) -> Resources {
-        Resources {
-            cpu: self.cpu - o.cpu,
-            mem: self.mem - o.mem,
-            disk: self.disk - o.disk,
-            net: self.net - o.net,
-        }
-    }
-
     /// The largest share of `capacity` used by any resource with a capacity, and which.
     pub fn peak_share(&self, capacity: &Resources) -> (f64, &'static str) {
         (0..4)
@@ -97,7 +88,15 @@ impl Host {
 
     /// [`Self::demand_upper`] with `extra` added to the host's VMs.
     pub fn upper_with(&self, extra: Option<&Vm>) -> Resources {
-        let vms = self.vms.iter().chain(extra);
+        self.upper_of(self.vms.iter().chain(extra))
+    }
+
+    /// [`Self::demand_upper`] without the VM `id`.
+    pub fn upper_without(&self, id: &str) -> Resources {
+        self.upper_of(self.vms.iter().filter(|v| v.id != id))
+    }
+
+    fn upper_of<'a>(&self, vms: impl Iterator<Item = &'a Vm>) -> Resources {
         let mut mean = self.reserved;
         let mut margin2 = [0.0f64; 4];
         for vm in vms {
@@ -113,21 +112,6 @@ impl Host {
             disk: mean.disk + margin2[2].sqrt(),
             net: mean.net + margin2[3].sqrt(),
         }
-    }
-
-    /// [`Self::demand_upper`] without the VM `id`.
-    pub fn upper_without(&self, id: &str) -> Resources {
-        let rest = Host {
-            vms: self.vms.iter().filter(|v| v.id != id).cloned().collect(),
-            ..self.clone()
-        };
-        rest.demand_upper()
-    }
-
-    pub fn demand_mean(&self) -> Resources {
-        self.vms
-            .iter()
-            .fold(self.reserved, |acc, vm| acc.add(&vm.forecast_mean))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The decision: hot hosts, then for each the best safe move, with every alternative explained.
 
 use crate::cost::{migration_cost, Method, MigrationCost};
+use crate::limits::{cooldown_left, moves_in_last_hour};
 use crate::model::{Cluster, Host, HostId, Resources, Rules, Vm, VmId};
 use serde::Serialize;
 
@@ -52,25 +53,9 @@ pub struct Plan {
 const COST_PER_HOUR: f64 = 0.1;
 const AUTO_CONVERGE_PENALTY: f64 = 0.02;
 const POST_COPY_PENALTY: f64 = 0.05;
-const DAY_S: i64 = 86_400;
 
 fn share(demand: &Resources, host: &Host) -> (f64, &'static str) {
     demand.peak_share(&host.capacity)
-}
-
-/// Seconds the VM must still wait before it may move again, if any.
-fn cooling(vm: &VmId, cluster: &Cluster, rules: &Rules) -> Option<i64> {
-    let recent: Vec<i64> = cluster
-        .history
-        .iter()
-        .filter(|m| &m.vm == vm && cluster.now_s - m.at_s < DAY_S)
-        .map(|m| m.at_s)
-        .collect();
-    let last = recent.iter().max()?;
-    let exponent = (recent.len() as u32 - 1).min(16);
-    let cooldown = rules.cooldown_s.saturating_mul(1 << exponent);
-    let left = last + cooldown - cluster.now_s;
-    (left > 0).then_some(left)
 }
 
 fn candidate_reason(vm: &Vm, cluster: &Cluster, rules: &Rules) -> Option<String> {
@@ -82,7 +67,8 @@ fn candidate_reason(vm: &Vm, cluster: &Cluster, rules: &Rules) -> Option<String>
             "in affinity group {group:?}: the group moves together or not at all"
         ));
     }
-    cooling(&vm.id, cluster, rules).map(|left| format!("cooling down for {left} s more"))
+    cooldown_left(&cluster.history, &vm.id, cluster.now_s, rules)
+        .map(|left| format!("cooling down for {left} s more"))
 }
 
 fn method_penalty(method: Method) -> f64 {
@@ -97,12 +83,9 @@ fn method_penalty(method: Method) -> f64 {
 pub fn plan(cluster: &Cluster, rules: &Rules) -> Plan {
     let mut hosts: Vec<Host> = cluster.hosts.clone();
     let mut out = Plan::default();
-    let moved_last_hour = cluster
-        .history
-        .iter()
-        .filter(|m| cluster.now_s - m.at_s < 3600)
-        .count() as u32;
-    let mut budget = rules.max_moves_per_hour.saturating_sub(moved_last_hour);
+    let mut budget = rules
+        .max_moves_per_hour
+        .saturating_sub(moves_in_last_hour(&cluster.history, cluster.now_s));
     let mut mesh_slots = rules.max_concurrent_mesh.saturating_sub(cluster.migrating);
 
     // Hottest first; hosts in maintenance are drained after.

@@ -3,6 +3,7 @@
 use crate::metrics::SimReport;
 use crate::placement::place_first_fit;
 use crate::policy::{reactive_choice, Policy, REACTIVE_STEPS, REACTIVE_THRESHOLD};
+use augur_plan::limits::{cooldown_left, moves_in_last_hour};
 use augur_plan::{migration_cost, Cluster, Host, MoveRecord, Resources, Rules, Vm};
 use augur_predict::gbt::{features, GbtModel, Settings, VmSeries};
 
@@ -105,6 +106,7 @@ pub fn simulate(vms: &[SimVm], config: &SimConfig) -> Result<SimReport, String> 
         steps: steps - config.warmup_steps,
         ..SimReport::default()
     };
+    // Moves so far; VMs are named by their index, as the planner sees them.
     let mut history: Vec<MoveRecord> = Vec::new();
     let mut hot_for = vec![0usize; config.hosts];
     let mut forecaster = Forecaster::default();
@@ -194,7 +196,7 @@ pub fn simulate(vms: &[SimVm], config: &SimConfig) -> Result<SimReport, String> 
         }
         for (v, to) in moves {
             history.push(MoveRecord {
-                vm: vms[v].id.clone(),
+                vm: v.to_string(),
                 at_s: now_s,
             });
             host_of[v] = to;
@@ -209,23 +211,6 @@ pub fn simulate(vms: &[SimVm], config: &SimConfig) -> Result<SimReport, String> 
     report.slav = report.slatah * report.pdm;
     report.forecast_mae = (fc_n > 0).then(|| fc_err / fc_n as f64);
     Ok(report)
-}
-
-/// Moves made in the last hour, for the budget.
-fn moves_last_hour(history: &[MoveRecord], now_s: i64) -> usize {
-    history.iter().filter(|m| now_s - m.at_s < 3600).count()
-}
-
-fn cooling(history: &[MoveRecord], vm: &str, now_s: i64, rules: &Rules) -> bool {
-    let recent: Vec<i64> = history
-        .iter()
-        .filter(|m| m.vm == vm && now_s - m.at_s < 86_400)
-        .map(|m| m.at_s)
-        .collect();
-    recent.iter().max().is_some_and(|last| {
-        let exponent = (recent.len() as u32 - 1).min(16);
-        now_s - last < rules.cooldown_s.saturating_mul(1 << exponent)
-    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -243,7 +228,7 @@ fn reactive_moves(
     let rules = &config.rules;
     let mut budget = rules
         .max_moves_per_hour
-        .saturating_sub(moves_last_hour(history, now_s) as u32)
+        .saturating_sub(moves_in_last_hour(history, now_s))
         .min(rules.max_concurrent_mesh) as usize;
     let mut demand = demand.to_vec();
     let mut busy = vec![0u32; demand.len()];
@@ -268,7 +253,7 @@ fn reactive_moves(
             &demand,
             capacity,
             &on,
-            |v| !cooling(history, &vms[v].id, now_s, rules),
+            |v| cooldown_left(history, &v.to_string(), now_s, rules).is_none(),
             |target| busy[target] < rules.max_concurrent_per_host,
         );
         if let Some((v, to)) = choice {
@@ -329,13 +314,7 @@ fn proactive_moves(
         history: history
             .iter()
             .filter(|m| now_s - m.at_s < 86_400)
-            .filter_map(|m| {
-                let v = vms.iter().position(|vm| vm.id == m.vm)?;
-                Some(MoveRecord {
-                    vm: v.to_string(),
-                    at_s: m.at_s,
-                })
-            })
+            .cloned()
             .collect(),
         migrating: 0,
     };

@@ -130,12 +130,15 @@ pub fn row(vm: &VmSeries, scales: &[Scale], t: usize, h: usize, out: &mut Vec<f6
 /// The value a day before the target, relative to the anchor, in σ units (`y[t]` when that is
 /// later than `t`).
 pub fn day_back(vm: &VmSeries, scales: &[Scale], t: usize, h: usize) -> f64 {
-    let y = &vm.target;
-    let value = (t + h)
+    (day_back_value(&vm.target, t, h) - anchor(&vm.target, t)) / scales[0].sigma
+}
+
+/// `y[t+h-288]`, or `y[t]` when that is later than `t`.
+fn day_back_value(y: &[f64], t: usize, h: usize) -> f64 {
+    (t + h)
         .checked_sub(SEASON)
         .filter(|i| *i <= t)
-        .map_or(y[t], |i| y[i]);
-    (value - anchor(y, t)) / scales[0].sigma
+        .map_or(y[t], |i| y[i])
 }
 
 /// Where the columns that depend on the horizon start (after `h`, the lags and the windows).
@@ -144,14 +147,8 @@ const HORIZON_COLUMNS: usize = 1 + LAGS + WINDOWS.len() * 4;
 /// Rewrites the columns of `row` (built by [`row`] for origin `t`, anchor `a`) that depend on
 /// the horizon, for horizon `h`: the rest of a row is the same at every horizon of one origin.
 pub fn set_horizon(vm: &VmSeries, scales: &[Scale], t: usize, h: usize, a: f64, row: &mut [f64]) {
-    let y = &vm.target;
-    let sigma = scales[0].sigma;
     row[0] = h as f64;
-    let day_back = (t + h)
-        .checked_sub(SEASON)
-        .filter(|i| *i <= t)
-        .map_or(y[t], |i| y[i]);
-    row[HORIZON_COLUMNS] = (day_back - a) / sigma;
+    row[HORIZON_COLUMNS] = (day_back_value(&vm.target, t, h) - a) / scales[0].sigma;
     let target_s = vm.start_s + ((t + h) as i64) * vm.step_s;
     row[HORIZON_COLUMNS + 1] = (target_s.rem_euclid(86_400)) as f64 / 86_400.0;
     // 1970-01-01 was a Thursday: day 0 of the week is Monday.

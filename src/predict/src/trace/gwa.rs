@@ -25,19 +25,32 @@ fn pick(resource: Resource, row: &[f64]) -> Option<f64> {
     (value.is_finite() && value >= 0.0 && value <= limit).then_some(value)
 }
 
+/// The VM a file holds: its name without `.csv` or `.csv.gz`.
+fn vm_id(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    name.trim_end_matches(".gz")
+        .trim_end_matches(".csv")
+        .to_string()
+}
+
+/// The 11 numbers of a data row, or `None` if it has another shape or a field is not a number.
+fn parse_row(line: &str) -> Option<Vec<f64>> {
+    let fields: Vec<f64> = line
+        .split(';')
+        .map(|f| f.trim().parse::<f64>().ok())
+        .collect::<Option<Vec<f64>>>()?;
+    (fields.len() == 11).then_some(fields)
+}
+
 /// Loads every VM in `dir` for one resource.
 pub fn load(dir: &Path, resource: Resource) -> Result<(Vec<Series>, LoadReport), TraceError> {
     let mut report = LoadReport::default();
     let mut rows_by_vm: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
     for path in csv_files(dir)? {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let vm = name
-            .trim_end_matches(".gz")
-            .trim_end_matches(".csv")
-            .to_string();
+        let vm = vm_id(&path);
         let lines = match lines(&path) {
             Ok(lines) => lines,
             Err(error) => {
@@ -69,13 +82,7 @@ pub fn load(dir: &Path, resource: Resource) -> Result<(Vec<Series>, LoadReport),
                 continue;
             }
             report.rows += 1;
-            let parsed: Option<Vec<f64>> = {
-                let fields: Vec<&str> = line.split(';').map(str::trim).collect();
-                (fields.len() == 11)
-                    .then(|| fields.iter().map(|f| f.parse::<f64>().ok()).collect())
-                    .flatten()
-            };
-            let Some(row) = parsed.filter(|r| r[0].is_finite() && r[0] > 0.0) else {
+            let Some(row) = parse_row(&line).filter(|r| r[0].is_finite() && r[0] > 0.0) else {
                 report.malformed_rows += 1;
                 continue;
             };
@@ -117,26 +124,13 @@ pub struct VmSize {
 pub fn load_sizes(dir: &Path) -> Result<BTreeMap<String, VmSize>, TraceError> {
     let mut sizes: BTreeMap<String, VmSize> = BTreeMap::new();
     for path in csv_files(dir)? {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let vm = name
-            .trim_end_matches(".gz")
-            .trim_end_matches(".csv")
-            .to_string();
+        let vm = vm_id(&path);
         let Ok(lines) = lines(&path) else { continue };
         let first_row = lines
             .take(3)
             .map_while(Result::ok)
             .filter(|l| !l.to_ascii_lowercase().contains("timestamp"))
-            .find_map(|l| {
-                let fields: Vec<f64> = l
-                    .split(';')
-                    .map(|f| f.trim().parse::<f64>().ok())
-                    .collect::<Option<Vec<f64>>>()?;
-                (fields.len() == 11).then_some(fields)
-            });
+            .find_map(|l| parse_row(&l));
         let Some(row) = first_row else { continue };
         let (cpu_mhz, mem_kb) = (row[2], row[5]);
         if cpu_mhz.is_finite() && cpu_mhz > 0.0 && mem_kb.is_finite() && mem_kb > 0.0 {
