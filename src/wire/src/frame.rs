@@ -11,6 +11,7 @@
 //! CRC-32 covers the payload. The payload of a [`FrameKind::Sample`] frame is an rkyv archive of
 //! [`Sample`], validated with bytecheck before use. A bad frame is an error, never a panic.
 
+use crate::flows::{ArchivedFlowReport, FlowReport, FLOW_SCHEMA, MAX_FLOWS};
 use crate::sample::{ArchivedSample, Sample, SAMPLE_SCHEMA};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
@@ -26,15 +27,25 @@ pub const MAX_PAYLOAD: usize = 64 * 1024;
 #[repr(u16)]
 pub enum FrameKind {
     Sample = 1,
+    /// A [`FlowReport`] from the guest shim.
+    Flows = 2,
 }
 
 impl FrameKind {
     fn from_code(code: u16) -> Option<Self> {
         match code {
             1 => Some(FrameKind::Sample),
+            2 => Some(FrameKind::Flows),
             _ => None,
         }
     }
+}
+
+/// A validated record from a stream of frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Sample(Sample),
+    Flows(FlowReport),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +66,10 @@ pub enum FrameError {
     BadPayload { reason: String },
     #[error("Sample schema {schema} is not {SAMPLE_SCHEMA}")]
     BadSchema { schema: u16 },
+    #[error("Flow report schema {schema} is not {FLOW_SCHEMA}")]
+    BadFlowSchema { schema: u16 },
+    #[error("Flow report holds {count} flows, more than the cap of {MAX_FLOWS}")]
+    TooManyFlows { count: usize },
     #[error("Record too large to frame: {length} bytes")]
     Encode { length: usize },
 }
@@ -162,6 +177,19 @@ pub fn access_sample(bytes: &[u8]) -> Result<&ArchivedSample, FrameError> {
     Ok(archived)
 }
 
+fn aligned(payload: &[u8]) -> AlignedVec<16> {
+    // The payload sits at an arbitrary offset in the input; rkyv needs it aligned.
+    let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    aligned
+}
+
+fn bad_payload(e: rancor::Error) -> FrameError {
+    FrameError::BadPayload {
+        reason: e.to_string(),
+    }
+}
+
 /// Validates a sample frame's payload and returns the owned sample.
 pub fn decode_sample(frame: &Frame<'_>) -> Result<Sample, FrameError> {
     if frame.kind != FrameKind::Sample {
@@ -169,13 +197,50 @@ pub fn decode_sample(frame: &Frame<'_>) -> Result<Sample, FrameError> {
             kind: frame.kind as u16,
         });
     }
-    // The payload sits at an arbitrary offset in the input; rkyv needs it aligned.
-    let mut aligned = AlignedVec::<16>::with_capacity(frame.payload.len());
-    aligned.extend_from_slice(frame.payload);
-    let archived = access_sample(&aligned)?;
-    rkyv::deserialize::<Sample, rancor::Error>(archived).map_err(|e| FrameError::BadPayload {
-        reason: e.to_string(),
-    })
+    let bytes = aligned(frame.payload);
+    let archived = access_sample(&bytes)?;
+    rkyv::deserialize::<Sample, rancor::Error>(archived).map_err(bad_payload)
+}
+
+/// Appends a flow-report frame to `out`.
+pub fn encode_flows(report: &FlowReport, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    if report.flows.len() > MAX_FLOWS {
+        return Err(FrameError::TooManyFlows {
+            count: report.flows.len(),
+        });
+    }
+    let bytes = rkyv::to_bytes::<rancor::Error>(report).map_err(bad_payload)?;
+    encode(FrameKind::Flows, &bytes, out)
+}
+
+/// Validates a flow-report frame's payload (schema and flow cap included) and returns it.
+pub fn decode_flows(frame: &Frame<'_>) -> Result<FlowReport, FrameError> {
+    if frame.kind != FrameKind::Flows {
+        return Err(FrameError::UnknownKind {
+            kind: frame.kind as u16,
+        });
+    }
+    let bytes = aligned(frame.payload);
+    let archived =
+        rkyv::api::low::access::<ArchivedFlowReport, rancor::Error>(&bytes).map_err(bad_payload)?;
+    let schema = archived.schema.to_native();
+    if schema != FLOW_SCHEMA {
+        return Err(FrameError::BadFlowSchema { schema });
+    }
+    if archived.flows.len() > MAX_FLOWS {
+        return Err(FrameError::TooManyFlows {
+            count: archived.flows.len(),
+        });
+    }
+    rkyv::deserialize::<FlowReport, rancor::Error>(archived).map_err(bad_payload)
+}
+
+/// Validates any frame's payload by its kind.
+pub fn decode_record(frame: &Frame<'_>) -> Result<Record, FrameError> {
+    match frame.kind {
+        FrameKind::Sample => decode_sample(frame).map(Record::Sample),
+        FrameKind::Flows => decode_flows(frame).map(Record::Flows),
+    }
 }
 
 /// Reassembles frames from a byte stream whose chunks arrive in any sizes.
@@ -205,9 +270,21 @@ impl FrameReader {
     /// The next whole sample, `Ok(None)` when more bytes are needed, or the error of a bad frame
     /// (which has been skipped; call again to continue).
     pub fn next_sample(&mut self) -> Result<Option<Sample>, FrameError> {
+        match self.next_record()? {
+            None => Ok(None),
+            Some(Record::Sample(sample)) => Ok(Some(sample)),
+            Some(Record::Flows(_)) => Err(FrameError::UnknownKind {
+                kind: FrameKind::Flows as u16,
+            }),
+        }
+    }
+
+    /// The next whole record of any kind, `Ok(None)` when more bytes are needed, or the error
+    /// of a bad frame (which has been skipped; call again to continue).
+    pub fn next_record(&mut self) -> Result<Option<Record>, FrameError> {
         match decode(&self.buf) {
             Ok((frame, used)) => {
-                let result = decode_sample(&frame);
+                let result = decode_record(&frame);
                 self.buf.drain(..used);
                 result.map(Some)
             }
@@ -391,5 +468,49 @@ mod tests {
             // Every header field is checked and the CRC covers the payload.
             prop_assert!(decode(&stream).is_err());
         }
+    }
+
+    fn flow(n: u8) -> crate::GuestFlow {
+        crate::GuestFlow {
+            addr: [n; 16],
+            port: 9000,
+            proto: crate::flows::PROTO_TCP,
+            reserved: 0,
+            sockets: 1,
+        }
+    }
+
+    #[test]
+    fn flow_reports_round_trip_between_samples() {
+        let mut report = FlowReport::new(5);
+        report.flows = (0..3).map(flow).collect();
+        let sample = Sample::new(1, Source::Shim, 7);
+        let mut out = Vec::new();
+        encode_sample(&sample, &mut out).unwrap();
+        encode_flows(&report, &mut out).unwrap();
+        let mut reader = FrameReader::new();
+        reader.push(&out);
+        assert_eq!(reader.next_record(), Ok(Some(Record::Sample(sample))));
+        assert_eq!(reader.next_record(), Ok(Some(Record::Flows(report))));
+        assert_eq!(reader.next_record(), Ok(None));
+    }
+
+    #[test]
+    fn a_report_over_the_flow_cap_is_refused_both_ways() {
+        let mut report = FlowReport::new(5);
+        report.flows = (0..=MAX_FLOWS as u8).map(flow).collect();
+        let mut out = Vec::new();
+        assert!(matches!(
+            encode_flows(&report, &mut out),
+            Err(FrameError::TooManyFlows { .. })
+        ));
+        // A hostile sender framing it by hand is refused on decode.
+        let bytes = rkyv::to_bytes::<rancor::Error>(&report).unwrap();
+        encode(FrameKind::Flows, &bytes, &mut out).unwrap();
+        let (frame, _) = decode(&out).unwrap();
+        assert!(matches!(
+            decode_flows(&frame),
+            Err(FrameError::TooManyFlows { count }) if count == MAX_FLOWS + 1
+        ));
     }
 }

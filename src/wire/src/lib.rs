@@ -7,11 +7,14 @@
 //! never a made-up zero.
 #![forbid(unsafe_code)]
 
+pub mod flows;
 pub mod frame;
 mod metric;
 pub mod ring;
 mod sample;
 
+pub use flows::{FlowReport, GuestFlow, PortClass};
+pub use frame::Record;
 pub use metric::{Metric, Source};
 pub use sample::{
     ArchivedReading, ArchivedSample, Reading, Sample, VmId, SAMPLE_SCHEMA, STATUS_OK,

@@ -159,6 +159,77 @@ codes! {
         ProcThreads = 605, "proc_threads";
         /// Gauge: resident set of the VMM process, bytes.
         ProcRssBytes = 606, "proc_rss_bytes";
+
+        /// Syscalls entered in the guest, all of them (`raw_syscalls:sys_enter`).
+        GuestSyscalls = 700, "guest_syscalls";
+        /// read, readv, pread64, preadv.
+        GuestSysRead = 701, "guest_sys_read";
+        /// write, writev, pwrite64, pwritev.
+        GuestSysWrite = 702, "guest_sys_write";
+        /// Files and directories: open, openat, close, stat family, lseek, getdents64, fsync.
+        GuestSysFile = 703, "guest_sys_file";
+        /// Address space: mmap, munmap, mprotect, brk, madvise, mremap.
+        GuestSysMemory = 704, "guest_sys_memory";
+        /// Processes: clone, clone3, fork, vfork, execve, exit_group, wait4.
+        GuestSysProcess = 705, "guest_sys_process";
+        /// Waiting: poll, ppoll, select, pselect6, epoll_wait, epoll_pwait, nanosleep, clock_nanosleep, futex.
+        GuestSysWait = 706, "guest_sys_wait";
+        /// Sockets: socket, connect, accept, accept4, bind, listen, sendto, recvfrom, sendmsg, recvmsg.
+        GuestSysNet = 707, "guest_sys_net";
+
+        /// Bytes received on the guest's interfaces other than loopback (/proc/net/dev).
+        GuestNetRxBytes = 710, "guest_net_rx_bytes";
+        GuestNetTxBytes = 711, "guest_net_tx_bytes";
+        GuestNetRxPackets = 712, "guest_net_rx_packets";
+        GuestNetTxPackets = 713, "guest_net_tx_packets";
+        /// Gauge: the guest's open TCP connections and connected UDP sockets.
+        GuestFlows = 714, "guest_flows";
+        /// Gauge: distinct remote addresses of those flows (fan-out).
+        GuestFlowDestinations = 715, "guest_flow_destinations";
+
+        /// Completed reads on the guest's whole disks (/proc/diskstats).
+        GuestDiskReadOps = 720, "guest_disk_read_ops";
+        GuestDiskWriteOps = 721, "guest_disk_write_ops";
+        GuestDiskReadBytes = 722, "guest_disk_read_bytes";
+        GuestDiskWriteBytes = 723, "guest_disk_write_bytes";
+        /// Milliseconds spent on reads (latency = this rate / read ops rate).
+        GuestDiskReadMs = 724, "guest_disk_read_ms";
+        GuestDiskWriteMs = 725, "guest_disk_write_ms";
+        /// Gauge: requests in flight.
+        GuestDiskInFlight = 726, "guest_disk_in_flight";
+
+        /// Page faults in the guest (/proc/vmstat pgfault).
+        GuestPageFaults = 730, "guest_page_faults";
+        GuestMajorFaults = 731, "guest_major_faults";
+        /// Gauge: MemTotal.
+        GuestMemTotalBytes = 732, "guest_mem_total_bytes";
+        /// Gauge: MemAvailable.
+        GuestMemAvailableBytes = 733, "guest_mem_available_bytes";
+        /// Gauge: Active(anon) + Active(file), the guest kernel's working set.
+        GuestActiveBytes = 734, "guest_active_bytes";
+        /// Microseconds some task stalled on memory (/proc/pressure/memory).
+        GuestPsiMemorySomeUs = 735, "guest_psi_memory_some_us";
+        GuestPsiMemoryFullUs = 736, "guest_psi_memory_full_us";
+        GuestSwapOutPages = 737, "guest_swap_out_pages";
+
+        /// CPU time of all guest CPUs that was not idle or iowait (/proc/stat), ns.
+        GuestCpuBusyNs = 740, "guest_cpu_busy_ns";
+        GuestCpuIdleNs = 741, "guest_cpu_idle_ns";
+        GuestCpuIowaitNs = 742, "guest_cpu_iowait_ns";
+        /// Time the hypervisor ran something else while a guest CPU wanted to run, ns.
+        GuestCpuStealNs = 743, "guest_cpu_steal_ns";
+        /// Instructions retired in the guest (guest PMU; unavailable without one).
+        GuestInstructions = 744, "guest_instructions";
+        GuestCycles = 745, "guest_cycles";
+        /// Gauge: online guest CPUs.
+        GuestCpus = 746, "guest_cpus";
+
+        /// Reports the shim dropped because the host did not read them.
+        ShimDroppedReports = 750, "shim_dropped_reports";
+        /// Gauge: the shim's resident set, bytes.
+        ShimRssBytes = 751, "shim_rss_bytes";
+        /// CPU time the shim used, ns.
+        ShimCpuNs = 752, "shim_cpu_ns";
     }
 }
 
@@ -179,6 +250,18 @@ impl Metric {
     ];
 
     /// Whether the value is a level rather than a running total.
+    /// The guest's syscall families, in display order; [`Metric::GuestSyscalls`] is their total
+    /// plus everything no family names.
+    pub const GUEST_SYSCALL_FAMILIES: [Metric; 7] = [
+        Metric::GuestSysRead,
+        Metric::GuestSysWrite,
+        Metric::GuestSysFile,
+        Metric::GuestSysMemory,
+        Metric::GuestSysProcess,
+        Metric::GuestSysWait,
+        Metric::GuestSysNet,
+    ];
+
     pub fn is_gauge(self) -> bool {
         matches!(
             self,
@@ -187,6 +270,14 @@ impl Metric {
                 | Metric::WorkingSetPages
                 | Metric::ProcThreads
                 | Metric::ProcRssBytes
+                | Metric::GuestFlows
+                | Metric::GuestFlowDestinations
+                | Metric::GuestDiskInFlight
+                | Metric::GuestMemTotalBytes
+                | Metric::GuestMemAvailableBytes
+                | Metric::GuestActiveBytes
+                | Metric::GuestCpus
+                | Metric::ShimRssBytes
         )
     }
 }
