@@ -14,12 +14,15 @@
 //! The microVM sources (run-loop exits, KVM stats, dirty pages) live with the VMs in augur-microvm.
 #![forbid(unsafe_code)]
 
+mod guest;
 pub mod kvm_exit;
 pub mod perf_source;
 pub mod proc_source;
 mod profile;
 mod rates;
+pub mod shim_channel;
 pub mod tracefs;
 
+pub use guest::GuestWindow;
 pub use profile::{Profiler, Window};
 pub use rates::Rates;

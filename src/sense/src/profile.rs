@@ -1,6 +1,7 @@
 //! The behavioural profile of each VM: one [`Window`] per sampling interval, merged from the rates
 //! of every source, and a bounded history of windows.
 
+use crate::guest::GuestWindow;
 use crate::rates::Rates;
 use augur_wire::{Metric, Sample, Source, VmId};
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,9 @@ pub struct Window {
     pub kvm_stats: BTreeMap<String, f64>,
     pub guest_progress_per_s: Option<f64>,
     pub guest_phase: Option<u64>,
+    /// What the in-guest shim saw, where the guest runs one.
+    #[serde(default)]
+    pub guest: Option<GuestWindow>,
     /// Sources that contributed to this window.
     pub sources: Vec<String>,
 }
@@ -74,16 +78,25 @@ impl Window {
         let proc_ = by(Source::Proc);
         let trace = by(Source::Tracepoint);
         let kvm = by(Source::KvmStats);
+        let domain = by(Source::Libvirt);
+        let shim = by(Source::Shim);
         let get = |r: Option<&Rates>, m: Metric| r.and_then(|r| r.get(m));
 
         let cpu_ns = get(run, Metric::VcpuRunNs)
+            .or(get(domain, Metric::DomainVcpuNs))
             .or(get(perf, Metric::TaskClockNs))
+            .or(get(domain, Metric::DomainCpuNs))
             .or(get(proc_, Metric::ProcCpuNs));
         let dirty_pages = get(dirty, Metric::DirtyPages);
         let dirty_runs = get(dirty, Metric::DirtyRuns);
-        // Device counters come from the microVM run loop; an external VMM's I/O from /proc.
-        let disk_read = get(run, Metric::DiskReadBytes).or(get(proc_, Metric::ProcRchar));
-        let disk_write = get(run, Metric::DiskWriteBytes).or(get(proc_, Metric::ProcWchar));
+        let dirty_mib = dirty_pages
+            .map(|p| p * PAGE_BYTES / MIB)
+            .or(get(domain, Metric::DomainDirtyRateMibS));
+        // Device counters come from the microVM run loop or libvirt's block and interface
+        // stats; an unknown VMM's I/O from /proc.
+        let device = |m: Metric| get(run, m).or(get(domain, m));
+        let disk_read = device(Metric::DiskReadBytes).or(get(proc_, Metric::ProcRchar));
+        let disk_write = device(Metric::DiskWriteBytes).or(get(proc_, Metric::ProcWchar));
 
         // The run loop sees every exit of a microVM; the tracepoint every exit of any VMM.
         let exit_source = if run.is_some_and(|r| r.has(Metric::ExitIo)) {
@@ -121,10 +134,10 @@ impl Window {
         Window {
             ts_ns,
             cpu_vcpus: cpu_ns.map(|ns| ns / 1e9),
-            memory_mib: get(run, Metric::MemoryBytes).map(|b| b / MIB),
+            memory_mib: device(Metric::MemoryBytes).map(|b| b / MIB),
             working_set_mib: get(dirty, Metric::WorkingSetPages).map(|p| p * PAGE_BYTES / MIB),
-            dirty_pages_per_s: dirty_pages,
-            dirty_mib_per_s: dirty_pages.map(|p| p * PAGE_BYTES / MIB),
+            dirty_pages_per_s: dirty_pages.or(dirty_mib.map(|m| m * MIB / PAGE_BYTES)),
+            dirty_mib_per_s: dirty_mib,
             dirty_locality: match (dirty_pages, dirty_runs) {
                 (Some(p), Some(r)) if p > 0.0 => Some(1.0 - r / p),
                 _ => None,
@@ -132,18 +145,16 @@ impl Window {
             disk_read_bytes_per_s: disk_read,
             disk_write_bytes_per_s: disk_write,
             disk_read_ratio: ratio(disk_read, disk_write),
-            disk_ops_per_s: sum([
-                get(run, Metric::DiskReadOps),
-                get(run, Metric::DiskWriteOps),
-            ]),
-            net_tx_bytes_per_s: get(run, Metric::NetTxBytes),
-            net_rx_bytes_per_s: get(run, Metric::NetRxBytes),
+            disk_ops_per_s: sum([device(Metric::DiskReadOps), device(Metric::DiskWriteOps)]),
+            net_tx_bytes_per_s: device(Metric::NetTxBytes),
+            net_rx_bytes_per_s: device(Metric::NetRxBytes),
             exits_per_s: exits,
             exit_mix,
             perf: perf_map,
             kvm_stats,
             guest_progress_per_s: get(run, Metric::GuestProgress),
             guest_phase: get(run, Metric::GuestPhase).map(|p| p as u64),
+            guest: shim.map(GuestWindow::build),
             sources: rates
                 .keys()
                 .filter_map(|c| Source::from_code(*c))

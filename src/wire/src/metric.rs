@@ -56,6 +56,8 @@ codes! {
         Proc = 7, "proc";
         /// The in-guest shim.
         Shim = 8, "shim";
+        /// libvirt's bulk domain stats (`virConnectGetAllDomainStats`) for a QEMU domain.
+        Libvirt = 9, "libvirt";
     }
 }
 
@@ -224,12 +226,23 @@ codes! {
         /// Gauge: online guest CPUs.
         GuestCpus = 746, "guest_cpus";
 
-        /// Reports the shim dropped because the host did not read them.
+        /// Gauge: reports the shim has dropped so far because the host did not read them.
         ShimDroppedReports = 750, "shim_dropped_reports";
         /// Gauge: the shim's resident set, bytes.
         ShimRssBytes = 751, "shim_rss_bytes";
         /// CPU time the shim used, ns.
         ShimCpuNs = 752, "shim_cpu_ns";
+
+        /// libvirt `cpu.time`: CPU time of the whole QEMU process, ns.
+        DomainCpuNs = 800, "domain_cpu_ns";
+        /// Sum of libvirt `vcpu.N.time`: time the vCPUs ran, ns.
+        DomainVcpuNs = 801, "domain_vcpu_ns";
+        /// Gauge: libvirt `balloon.current`, bytes the guest may use now.
+        DomainBalloonBytes = 802, "domain_balloon_bytes";
+        /// Gauge: libvirt `balloon.rss`, the QEMU process's resident set, bytes.
+        DomainRssBytes = 803, "domain_rss_bytes";
+        /// Gauge: libvirt `dirtyrate.megabytes_per_second` of the last dirty-rate measurement.
+        DomainDirtyRateMibS = 804, "domain_dirty_rate_mib_s";
     }
 }
 
@@ -278,6 +291,10 @@ impl Metric {
                 | Metric::GuestActiveBytes
                 | Metric::GuestCpus
                 | Metric::ShimRssBytes
+                | Metric::ShimDroppedReports
+                | Metric::DomainBalloonBytes
+                | Metric::DomainRssBytes
+                | Metric::DomainDirtyRateMibS
         )
     }
 }

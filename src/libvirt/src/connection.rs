@@ -1,0 +1,273 @@
+//! A connection to a libvirt daemon (built with the `libvirt` feature).
+
+use crate::domain_xml::DomainXml;
+use crate::migration::{MigrationReport, MigrationRequest};
+use crate::stats::DomainStats;
+use crate::Error;
+use augur_plan::cost::Method;
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::sys;
+
+fn lv(e: virt::error::Error) -> Error {
+    Error::Libvirt(e.to_string())
+}
+
+/// One libvirt connection, e.g. `qemu:///system`.
+#[derive(Debug)]
+pub struct Connection {
+    conn: Connect,
+    uri: String,
+}
+
+/// The stats groups augurd asks for every interval.
+pub const STATS: u32 = sys::VIR_DOMAIN_STATS_STATE
+    | sys::VIR_DOMAIN_STATS_CPU_TOTAL
+    | sys::VIR_DOMAIN_STATS_BALLOON
+    | sys::VIR_DOMAIN_STATS_VCPU
+    | sys::VIR_DOMAIN_STATS_INTERFACE
+    | sys::VIR_DOMAIN_STATS_BLOCK
+    | sys::VIR_DOMAIN_STATS_DIRTYRATE;
+
+impl Connection {
+    pub fn open(uri: &str) -> Result<Self, Error> {
+        let conn = Connect::open(Some(uri)).map_err(|e| Error::Connect {
+            uri: uri.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            conn,
+            uri: uri.to_string(),
+        })
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Running domains, as their XML describes them.
+    pub fn running_domains(&self) -> Result<Vec<DomainXml>, Error> {
+        let domains = self
+            .conn
+            .list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            .map_err(lv)?;
+        domains
+            .iter()
+            .map(|d| DomainXml::parse(&d.xml_desc(0).map_err(lv)?))
+            .collect()
+    }
+
+    /// Bulk stats of every running domain, in one call.
+    pub fn all_stats(&self) -> Result<Vec<DomainStats>, Error> {
+        bulk::all_domain_stats(
+            &self.conn,
+            STATS,
+            sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE,
+        )
+    }
+
+    /// Starts QEMU's page-sampling dirty-rate measurement over `seconds`; the result appears in
+    /// the bulk stats (`dirtyrate.*`) when it is done.
+    pub fn start_dirty_rate(&self, name: &str, seconds: i32) -> Result<(), Error> {
+        let domain = self.conn_domain(name)?;
+        bulk::start_dirty_rate_calc(&domain, seconds)
+    }
+
+    fn conn_domain(&self, name: &str) -> Result<Domain, Error> {
+        self.conn
+            .lookup_domain_by_name(name)
+            .map_err(|e| Error::NoDomain {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The domain's XML as the destination should define it (`--migratable`).
+    pub fn migratable_xml(&self, name: &str) -> Result<String, Error> {
+        self.conn_domain(name)?
+            .xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE)
+            .map_err(lv)
+    }
+
+    /// Live-migrates `name` peer to peer; blocks until libvirt says it is done. On failure the
+    /// domain stays (or is resumed) on the source, which the report checks and says.
+    pub fn migrate(&self, name: &str, request: &MigrationRequest) -> MigrationReport {
+        let mut report = MigrationReport {
+            domain: name.to_string(),
+            method: request.method.as_str().to_string(),
+            ..Default::default()
+        };
+        let domain = match self.conn_domain(name) {
+            Ok(d) => d,
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return report;
+            }
+        };
+        let params = virt::domain::MigrateParameters {
+            uri: request.migrate_uri.clone(),
+            dest_xml: request.dest_xml.clone(),
+            ..Default::default()
+        };
+        let switcher = (request.method == Method::PostCopy)
+            .then(|| post_copy_switcher(self.uri.clone(), name.to_string()));
+        let result = domain.migrate_to_uri3(Some(&request.dest_uri), params, request.flags());
+        if let Some(handle) = switcher {
+            let _ = handle.join();
+        }
+        match result {
+            Ok(()) => {
+                report.ok = true;
+                // The completed job's stats stay with the source domain object until it is freed.
+                if let Ok(job) = domain.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED) {
+                    report.total_ms = job.time_elapsed;
+                    report.downtime_ms = job.downtime;
+                    report.bytes = job.data_processed.or(job.mem_processed);
+                    report.iterations = job.mem_iteration;
+                }
+            }
+            Err(e) => report.error = Some(e.to_string()),
+        }
+        report.running_on_source = self
+            .conn_domain(name)
+            .and_then(|d| d.is_active().map_err(lv))
+            .unwrap_or(false);
+        report
+    }
+}
+
+/// Switches a post-copy migration over once the first pre-copy pass is done.
+fn post_copy_switcher(uri: String, name: String) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let Ok(conn) = Connection::open(&uri) else {
+            return;
+        };
+        let Ok(domain) = conn.conn_domain(&name) else {
+            return;
+        };
+        for _ in 0..600 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            match domain.job_stats(0) {
+                Ok(job) if job.mem_iteration.unwrap_or(0) >= 1 => {
+                    let _ = bulk::start_post_copy(&domain);
+                    return;
+                }
+                Ok(job) if job.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 => return,
+                Err(_) => return,
+                _ => {}
+            }
+        }
+    })
+}
+
+/// The calls the `virt` crate does not wrap (or wraps without freeing): the only unsafe code of
+/// the driver.
+#[allow(unsafe_code)]
+mod bulk {
+    use super::*;
+    use crate::stats::ParamValue;
+    use std::ffi::CStr;
+
+    fn last_error() -> Error {
+        Error::Libvirt(virt::error::Error::last_error().to_string())
+    }
+
+    /// Frees the record list however the caller leaves.
+    struct Records(*mut sys::virDomainStatsRecordPtr);
+
+    impl Drop for Records {
+        fn drop(&mut self) {
+            if !self.0.is_null() {
+                // SAFETY: the list came from virConnectGetAllDomainStats and is freed once.
+                unsafe { sys::virDomainStatsRecordListFree(self.0) };
+            }
+        }
+    }
+
+    /// # Safety
+    /// `p` points to a valid typed parameter whose string, if any, outlives the call.
+    unsafe fn param(p: &sys::virTypedParameter) -> Option<(String, ParamValue)> {
+        // The field is a NUL-terminated name in a fixed 80-byte array.
+        let bytes: Vec<u8> = p
+            .field
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
+        let field = String::from_utf8(bytes).ok()?;
+        // SAFETY: the union member read is the one `type_` names (libvirt's contract).
+        let value = unsafe {
+            match p.type_ as u32 {
+                sys::VIR_TYPED_PARAM_INT => ParamValue::Int(i64::from(p.value.i)),
+                sys::VIR_TYPED_PARAM_UINT => ParamValue::UInt(u64::from(p.value.ui)),
+                sys::VIR_TYPED_PARAM_LLONG => ParamValue::Int(p.value.l),
+                sys::VIR_TYPED_PARAM_ULLONG => ParamValue::UInt(p.value.ul),
+                sys::VIR_TYPED_PARAM_DOUBLE => ParamValue::Double(p.value.d),
+                sys::VIR_TYPED_PARAM_BOOLEAN => ParamValue::Bool(p.value.b != 0),
+                sys::VIR_TYPED_PARAM_STRING if !p.value.s.is_null() => {
+                    ParamValue::Text(CStr::from_ptr(p.value.s).to_string_lossy().into_owned())
+                }
+                _ => return None,
+            }
+        };
+        Some((field, value))
+    }
+
+    pub fn all_domain_stats(
+        conn: &Connect,
+        stats: u32,
+        flags: u32,
+    ) -> Result<Vec<DomainStats>, Error> {
+        let mut list: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
+        // SAFETY: the connection is open for the borrow of `conn`; libvirt fills `list`.
+        let n = unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), stats, &mut list, flags) };
+        if n < 0 {
+            return Err(last_error());
+        }
+        let records = Records(list);
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n as usize {
+            // SAFETY: the list holds `n` valid record pointers until `records` is dropped.
+            let record = unsafe { &**records.0.add(i) };
+            // SAFETY: the record's domain is valid while the record is; the name is owned by it.
+            let name = unsafe {
+                let p = sys::virDomainGetName(record.dom);
+                if p.is_null() {
+                    continue;
+                }
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            };
+            let count = usize::try_from(record.nparams).unwrap_or(0);
+            let params = if record.params.is_null() || count == 0 {
+                &[][..]
+            } else {
+                // SAFETY: `params` holds `nparams` entries owned by the record.
+                unsafe { std::slice::from_raw_parts(record.params, count) }
+            };
+            out.push(DomainStats {
+                name,
+                // SAFETY: each entry is a valid typed parameter owned by the record.
+                params: params.iter().filter_map(|p| unsafe { param(p) }).collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn start_dirty_rate_calc(domain: &Domain, seconds: i32) -> Result<(), Error> {
+        // SAFETY: the domain handle is valid for the borrow.
+        let rc = unsafe { sys::virDomainStartDirtyRateCalc(domain.as_ptr(), seconds, 0) };
+        if rc < 0 {
+            return Err(last_error());
+        }
+        Ok(())
+    }
+
+    pub fn start_post_copy(domain: &Domain) -> Result<(), Error> {
+        // SAFETY: the domain handle is valid for the borrow.
+        let rc = unsafe { sys::virDomainMigrateStartPostCopy(domain.as_ptr(), 0) };
+        if rc < 0 {
+            return Err(last_error());
+        }
+        Ok(())
+    }
+}
