@@ -1,5 +1,6 @@
 //! The messages of the admin protocol.
 
+pub use augur_sense::GuestWindow;
 use augur_sense::Window;
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,26 @@ pub enum Request {
     },
     /// Forecasts of one stored VM's resources, with its workload class.
     Predict { vm: String },
+    /// Live-migrate a libvirt domain to another libvirt daemon.
+    Migrate(MigrateRequest),
+}
+
+/// A live migration asked for by an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    pub vm: String,
+    /// The destination libvirt URI.
+    pub to: String,
+    /// Where QEMU's migration stream goes (`tcp://host:port`); libvirt picks when absent.
+    #[serde(default)]
+    pub migrate_uri: Option<String>,
+    /// `pre-copy`, `auto-converge` or `post-copy`; chosen from the cost model when absent.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The domain XML to define on the destination, when its paths differ from the source's.
+    #[serde(default)]
+    pub dest_xml: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +149,50 @@ pub enum Reply {
         content: String,
     },
     Predict(PredictReply),
+    Migrated(MigrationReply),
+}
+
+/// How a migration went, with the cost model's prediction beside what libvirt measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationReply {
+    pub vm: String,
+    pub to: String,
+    pub method: String,
+    /// Why this method (the cost model's verdict, or "asked for").
+    pub reason: String,
+    pub predicted_total_s: f64,
+    pub predicted_downtime_s: f64,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub total_ms: Option<u64>,
+    pub downtime_ms: Option<u64>,
+    pub bytes: Option<u64>,
+    pub iterations: Option<u64>,
+    pub running_on_source: bool,
+}
+
+/// One of the guest's flows as its shim reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestFlowReply {
+    pub proto: String,
+    pub address: String,
+    /// The remote port; 0 for ephemeral ports.
+    pub port: u16,
+    /// well_known, registered or ephemeral.
+    pub port_class: String,
+    pub sockets: u32,
+}
+
+/// What a VM's shim channel carried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimChannelReply {
+    pub socket: String,
+    pub connected: bool,
+    pub connections: u64,
+    pub reports: u64,
+    pub bad_frames: u64,
+    pub throttled: u64,
+    pub last_error: Option<String>,
 }
 
 /// One forecast at one horizon, in the resource's unit.
@@ -206,6 +271,9 @@ pub struct Capabilities {
     pub tracefs: bool,
     /// `kvm:kvm_exit` has fired on some vCPU thread (never under kvm_pvm).
     pub kvm_exit_tracepoint: bool,
+    /// Connected to a libvirt daemon (driver = "libvirt").
+    #[serde(default)]
+    pub libvirt: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,6 +308,9 @@ pub struct VmSummary {
     /// fp_compute phases run integer work because the hypervisor cannot run guest SSE.
     pub fp_degraded: bool,
     pub current: Option<Window>,
+    /// microvm or libvirt.
+    #[serde(default)]
+    pub driver: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -251,6 +322,12 @@ pub struct ProfileReply {
     pub flows: Vec<(u32, u16, u64, u64)>,
     /// What this profile lacks and why (no PMU, no tracepoint, ...).
     pub notes: Vec<String>,
+    /// The guest's flows, from its shim.
+    #[serde(default)]
+    pub guest_flows: Vec<GuestFlowReply>,
+    /// The shim channel, where the VM has one.
+    #[serde(default)]
+    pub shim: Option<ShimChannelReply>,
 }
 
 #[cfg(test)]

@@ -174,6 +174,43 @@ pub fn profile(p: &ProfileReply) -> String {
             }
         }
         let _ = writeln!(out, "  sources           {}", w.sources.join(", "));
+        if let Some(g) = &w.guest {
+            guest_section(&mut out, g);
+        }
+    }
+    if !p.guest_flows.is_empty() {
+        let _ = writeln!(
+            out,
+            "
+guest flows (from the shim; port 0 = ephemeral):"
+        );
+        for f in &p.guest_flows {
+            let _ = writeln!(
+                out,
+                "  {:<4} {}:{:<6} {:<11} {} socket(s)",
+                f.proto, f.address, f.port, f.port_class, f.sockets
+            );
+        }
+    }
+    if let Some(shim) = &p.shim {
+        let _ = writeln!(
+            out,
+            "
+shim channel {}: {}, {} connection(s), {} report(s), {} bad frame(s), throttled {} time(s){}",
+            shim.socket,
+            if shim.connected {
+                "connected"
+            } else {
+                "not connected"
+            },
+            shim.connections,
+            shim.reports,
+            shim.bad_frames,
+            shim.throttled,
+            shim.last_error
+                .as_ref()
+                .map_or_else(String::new, |e| format!(", last error: {e}"))
+        );
     }
     if !p.flows.is_empty() {
         let _ = writeln!(out, "\nflows (dest vm:port  bytes  packets):");
@@ -201,6 +238,114 @@ pub fn profile(p: &ProfileReply) -> String {
     }
     for note in &p.notes {
         let _ = writeln!(out, "note: {note}");
+    }
+    out
+}
+
+fn guest_section(out: &mut String, g: &crate::GuestWindow) {
+    let _ = writeln!(out, "\nguest (from the shim):");
+    let _ = writeln!(
+        out,
+        "  cpu               busy {}, iowait {}, steal {} of {} CPU(s); instructions {}",
+        num(g.cpu_busy, 1.0, 3),
+        num(g.cpu_iowait, 1.0, 3),
+        num(g.cpu_steal, 1.0, 3),
+        g.cpus.map_or_else(|| "-".into(), |c| c.to_string()),
+        g.instructions_per_s.map_or_else(
+            || "unavailable (no PMU in the guest)".into(),
+            |i| format!("{i:.0}/s")
+        )
+    );
+    let _ = writeln!(
+        out,
+        "  syscalls          {} /s",
+        num(g.syscalls_per_s, 1.0, 0)
+    );
+    let mut mix: Vec<_> = g.syscall_mix.iter().collect();
+    mix.sort_by(|a, b| b.1.total_cmp(a.1));
+    for (family, share) in mix {
+        let _ = writeln!(out, "    {:<22} {:>5.1}%", family, share * 100.0);
+    }
+    let _ = writeln!(
+        out,
+        "  memory            available {} of {} MiB, active {} MiB, {} faults/s ({} major), pressure {}",
+        num(g.mem_available_mib, 1.0, 0),
+        num(g.mem_total_mib, 1.0, 0),
+        num(g.active_mib, 1.0, 0),
+        num(g.page_faults_per_s, 1.0, 0),
+        num(g.major_faults_per_s, 1.0, 0),
+        num(g.memory_pressure, 1.0, 3)
+    );
+    let _ = writeln!(
+        out,
+        "  disk              read {} B/s, write {} B/s, read share {}, {} KiB/request, latency r {} w {} ms",
+        num(g.disk_read_bytes_per_s, 1.0, 0),
+        num(g.disk_write_bytes_per_s, 1.0, 0),
+        num(g.disk_read_ratio, 1.0, 2),
+        num(g.disk_request_kib, 1.0, 1),
+        num(g.disk_read_latency_ms, 1.0, 2),
+        num(g.disk_write_latency_ms, 1.0, 2)
+    );
+    let _ = writeln!(
+        out,
+        "  network           rx {} B/s, tx {} B/s, {} flow(s) to {} destination(s)",
+        num(g.net_rx_bytes_per_s, 1.0, 0),
+        num(g.net_tx_bytes_per_s, 1.0, 0),
+        g.flows.map_or_else(|| "-".into(), |f| f.to_string()),
+        g.flow_destinations
+            .map_or_else(|| "-".into(), |f| f.to_string())
+    );
+    let _ = writeln!(
+        out,
+        "  shim cost         {} of a vCPU, {} KiB resident, {} report(s) dropped",
+        num(g.shim_cpu, 1.0, 4),
+        num(g.shim_rss_kib, 1.0, 0),
+        g.shim_dropped.map_or_else(|| "-".into(), |d| d.to_string())
+    );
+}
+
+pub fn migration(m: &crate::MigrationReply) -> String {
+    let mut out = String::new();
+    let ms = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| format!("{v} ms"));
+    let _ = writeln!(
+        out,
+        "{} {} to {} by {} ({})",
+        if m.ok {
+            "migrated"
+        } else {
+            "FAILED to migrate"
+        },
+        m.vm,
+        m.to,
+        m.method,
+        m.reason
+    );
+    let _ = writeln!(
+        out,
+        "  measured:  total {}, downtime {}, {} bytes, {} pass(es)",
+        ms(m.total_ms),
+        ms(m.downtime_ms),
+        m.bytes.map_or_else(|| "-".into(), |b| b.to_string()),
+        m.iterations.map_or_else(|| "-".into(), |i| i.to_string())
+    );
+    let _ = writeln!(
+        out,
+        "  predicted: total {:.2} s, downtime {:.3} s",
+        m.predicted_total_s, m.predicted_downtime_s
+    );
+    if let Some(error) = &m.error {
+        let _ = writeln!(out, "  error: {error}");
+    }
+    if !m.ok {
+        let _ = writeln!(
+            out,
+            "  the domain is {} on the source",
+            if m.running_on_source {
+                "still running"
+            } else {
+                "NOT running"
+            }
+        );
     }
     out
 }

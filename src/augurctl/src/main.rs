@@ -50,6 +50,23 @@ enum Command {
         /// VM id or name (any VM in the store, running or not).
         vm: String,
     },
+    /// Live-migrate a libvirt domain to another libvirt daemon (peer to peer).
+    Migrate {
+        /// VM id or name.
+        vm: String,
+        /// Destination libvirt URI, e.g. qemu+tcp://host2/system.
+        #[arg(long)]
+        to: String,
+        /// Where QEMU's migration stream goes, e.g. tcp://10.0.0.2:49152 (libvirt picks if absent).
+        #[arg(long)]
+        migrate_uri: Option<String>,
+        /// pre-copy, auto-converge or post-copy (the cost model picks if absent).
+        #[arg(long)]
+        method: Option<String>,
+        /// Domain XML to define on the destination, when its paths differ from the source's.
+        #[arg(long)]
+        dest_xml: Option<PathBuf>,
+    },
     /// Start or stop microVMs.
     Vm {
         #[command(subcommand)]
@@ -134,6 +151,25 @@ fn request(command: &Command) -> anyhow::Result<Request> {
         Command::Store {
             command: StoreCommand::Stats,
         } => Request::StoreStats,
+        Command::Migrate {
+            vm,
+            to,
+            migrate_uri,
+            method,
+            dest_xml,
+        } => Request::Migrate(augur_admin::MigrateRequest {
+            vm: vm.clone(),
+            to: to.clone(),
+            migrate_uri: migrate_uri.clone(),
+            method: method.clone(),
+            dest_xml: dest_xml
+                .as_ref()
+                .map(|p| {
+                    std::fs::read_to_string(p)
+                        .map_err(|e| anyhow::anyhow!("cannot read domain XML {}: {e}", p.display()))
+                })
+                .transpose()?,
+        }),
         Command::Eval { .. }
         | Command::Simulate(_)
         | Command::Completions { .. }
@@ -173,6 +209,7 @@ fn human(reply: &Reply) -> String {
         Reply::VmStopped { id, name } => format!("stopped VM {id} ({name})\n"),
         Reply::StoreStats(stats) => render::store_stats(stats),
         Reply::Predict(predict) => render::predict(predict),
+        Reply::Migrated(migration) => render::migration(migration),
         Reply::Export { content, .. } => {
             let mut text = content.clone();
             if !text.ends_with('\n') {

@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! # Which VMs augurd runs and senses: "auto" (microVMs when /dev/kvm is usable, else none),
-//! # "microvm" (fail if KVM is unusable) or "none" (sensing of nothing; the admin socket still works).
+//! # "microvm" (fail if KVM is unusable), "libvirt" (the QEMU/KVM domains of [libvirt].uri) or
+//! # "none" (sensing of nothing; the admin socket still works).
 //! driver = "auto"
 //! # Where disk images of microVMs and the sample ring live.
 //! data_dir = "/var/lib/augur"
@@ -28,6 +29,15 @@
 //! working_set_window_s = 30    # seconds of dirty pages the write working set covers
 //! disk_mib = 64                # size of each microVM's disk backing file
 //! ring_entries = 16384         # dirty ring entries per vCPU (power of two)
+//!
+//! [libvirt]
+//! uri = "qemu:///system"       # the libvirt daemon whose running domains augurd profiles
+//! refresh_s = 10               # how often the list of domains is read again
+//! dirty_rate_every_s = 30      # measure each domain's dirty rate (QEMU page sampling) this often; 0: never
+//! dirty_rate_calc_s = 1        # over this long
+//! shim = true                  # read the shim's channel (virtio-serial "org.augur.shim") where a domain has one
+//! migration_bandwidth_mib_s = 1000  # what a migration link carries, for the cost model
+//! max_downtime_ms = 300        # the pause a migrated guest may see
 //!
 //! [store]
 //! enabled = true               # keep profiles in the embedded store under data_dir/store
@@ -58,7 +68,34 @@ use std::path::{Path, PathBuf};
 pub enum Driver {
     Auto,
     Microvm,
+    Libvirt,
     None,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LibvirtConfig {
+    pub uri: String,
+    pub refresh_s: u64,
+    pub dirty_rate_every_s: u64,
+    pub dirty_rate_calc_s: u64,
+    pub shim: bool,
+    pub migration_bandwidth_mib_s: u64,
+    pub max_downtime_ms: u64,
+}
+
+impl Default for LibvirtConfig {
+    fn default() -> Self {
+        Self {
+            uri: "qemu:///system".into(),
+            refresh_s: 10,
+            dirty_rate_every_s: 30,
+            dirty_rate_calc_s: 1,
+            shim: true,
+            migration_bandwidth_mib_s: 1000,
+            max_downtime_ms: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -158,6 +195,7 @@ pub struct Config {
     pub history_windows: usize,
     pub log: String,
     pub microvm: MicrovmConfig,
+    pub libvirt: LibvirtConfig,
     pub store: StoreConfig,
     pub forecast: ForecastConfig,
     pub sensing: SensingConfig,
@@ -176,6 +214,7 @@ impl Default for Config {
             history_windows: 3600,
             log: "info".into(),
             microvm: MicrovmConfig::default(),
+            libvirt: LibvirtConfig::default(),
             store: StoreConfig::default(),
             forecast: ForecastConfig::default(),
             sensing: SensingConfig::default(),
@@ -318,6 +357,32 @@ impl Config {
                 "microvm.working_set_window_s",
                 format!("{} is outside 1..=3600", self.microvm.working_set_window_s),
             ));
+        }
+        let lv = &self.libvirt;
+        if lv.uri.trim().is_empty() {
+            return Err(invalid("libvirt.uri", "must not be empty".into()));
+        }
+        for (key, value, range) in [
+            ("libvirt.refresh_s", lv.refresh_s, 1..=3600),
+            (
+                "libvirt.dirty_rate_every_s",
+                lv.dirty_rate_every_s,
+                0..=86_400,
+            ),
+            ("libvirt.dirty_rate_calc_s", lv.dirty_rate_calc_s, 1..=60),
+            (
+                "libvirt.migration_bandwidth_mib_s",
+                lv.migration_bandwidth_mib_s,
+                1..=1_000_000,
+            ),
+            ("libvirt.max_downtime_ms", lv.max_downtime_ms, 1..=60_000),
+        ] {
+            if !range.contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("{value} is outside {}..={}", range.start(), range.end()),
+                ));
+            }
         }
         if !(1..=36_500).contains(&self.store.retention_days) {
             return Err(invalid(

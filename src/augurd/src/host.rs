@@ -83,6 +83,8 @@ pub struct Host {
     store: Mutex<Option<Store>>,
     /// Forecast models (None when forecasting or the store is disabled).
     forecaster: Option<crate::forecast::Forecaster>,
+    /// The libvirt domains (driver = "libvirt"). Lock order: vms, domains, profiler, store.
+    domains: Mutex<Option<crate::domains::Domains>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -121,7 +123,7 @@ impl Host {
             anyhow::anyhow!("cannot create data_dir {}: {e}", config.data_dir.display())
         })?;
         let kvm = match config.driver {
-            Driver::None => None,
+            Driver::None | Driver::Libvirt => None,
             Driver::Auto => Kvm::new()
                 .map_err(|e| warn!(%e, "/dev/kvm unusable: running without microVMs"))
                 .ok(),
@@ -136,7 +138,17 @@ impl Host {
         } else {
             None
         };
+        let domains = match config.driver {
+            Driver::Libvirt => {
+                let domains = crate::domains::Domains::open(&config.libvirt, config.sensing.perf)
+                    .map_err(|e| anyhow::anyhow!("driver = \"libvirt\": {e}"))?;
+                info!(uri = %config.libvirt.uri, "connected to libvirt");
+                Some(domains)
+            }
+            _ => None,
+        };
         let capabilities = Capabilities {
+            libvirt: domains.is_some(),
             kvm: kvm.is_some(),
             dirty_ring: kvm.as_ref().is_some_and(augur_sys::DirtyRing::supported),
             guest_fp: kvm.as_ref().is_some_and(augur_microvm::fp_supported),
@@ -180,6 +192,7 @@ impl Host {
             threads: Mutex::new(Vec::new()),
             starting: Mutex::new(()),
             store: Mutex::new(store),
+            domains: Mutex::new(domains),
         }))
     }
 
@@ -289,7 +302,22 @@ impl Host {
                 }
             }
         }
-        let sampled = vms.len() as u64;
+        let mut sampled = vms.len() as u64;
+        if let Some(domains) = lock(&self.domains).as_mut() {
+            let (samples, pmu) = domains.sample(
+                ts,
+                &self.proc_reader,
+                || self.next_id.fetch_add(1, Ordering::Relaxed),
+                |id, xml| self.register_domain(id, xml),
+            );
+            pmu_seen |= pmu;
+            sampled += domains.len() as u64;
+            for sample in &samples {
+                if let Err(error) = writer.push(sample) {
+                    warn!(vm = sample.vm, %error, "sample dropped");
+                }
+            }
+        }
         drop(vms);
         let mut caps = lock(&self.capabilities);
         caps.pmu |= pmu_seen;
@@ -307,7 +335,14 @@ impl Host {
             };
             // Lock order everywhere: vms, then profiler (admin handlers hold vms while they
             // read windows), so the live set is taken before the profiler is locked.
-            let live: Vec<VmId> = lock(&self.vms).keys().copied().collect();
+            let live: Vec<VmId> = {
+                let vms = lock(&self.vms);
+                let domains = lock(&self.domains);
+                vms.keys()
+                    .copied()
+                    .chain(domains.iter().flat_map(|d| d.ids()))
+                    .collect()
+            };
             let mut profiler = lock(&self.profiler);
             loop {
                 match reader.read(|s| s.to_sample()) {
@@ -396,6 +431,44 @@ impl Host {
         Ok(id)
     }
 
+    /// Names a newly found libvirt domain in the store.
+    fn register_domain(&self, id: VmId, xml: &augur_libvirt::DomainXml) {
+        if let Some(store) = lock(&self.store).as_mut() {
+            let attrs = [
+                (
+                    "memory_mib".to_string(),
+                    (xml.memory_kib / 1024).to_string(),
+                ),
+                ("vcpus".to_string(), xml.vcpus.to_string()),
+                ("driver".to_string(), "libvirt".to_string()),
+                ("uuid".to_string(), xml.uuid.clone()),
+            ]
+            .into_iter()
+            .collect();
+            crate::recorder::register(store, id, &xml.name, attrs);
+        }
+    }
+
+    /// Appends an event (a migration, say) to the store's history, if the store is enabled.
+    pub fn record_event(&self, kind: &str, vm: Option<VmId>, body: serde_json::Value) {
+        if let Some(store) = lock(&self.store).as_mut() {
+            let event = augur_store::Event {
+                ts_ns: now_ns() as i64,
+                kind: kind.to_string(),
+                vm,
+                body,
+            };
+            if let Err(error) = store.append_event(&event) {
+                warn!(%error, kind, "event not stored");
+            }
+        }
+    }
+
+    /// Runs `f` on the libvirt domains, if this host has the libvirt driver.
+    pub fn with_domains<R>(&self, f: impl FnOnce(&mut crate::domains::Domains) -> R) -> Option<R> {
+        lock(&self.domains).as_mut().map(f)
+    }
+
     /// Stops a VM by id or name; returns its id and name.
     pub fn stop_vm(&self, key: &str) -> Result<(VmId, String), AdminError> {
         let mut managed = {
@@ -423,7 +496,7 @@ impl Host {
     }
 
     pub fn vm_count(&self) -> usize {
-        lock(&self.vms).len()
+        lock(&self.vms).len() + lock(&self.domains).as_ref().map_or(0, |d| d.len())
     }
 
     pub fn current_window(&self, vm: VmId) -> Option<Window> {
@@ -447,7 +520,9 @@ impl Host {
     }
 
     pub fn driver_name(&self) -> &'static str {
-        if self.kvm.is_some() {
+        if lock(&self.domains).is_some() {
+            "libvirt"
+        } else if self.kvm.is_some() {
             "microvm"
         } else {
             "none"

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod domains;
 pub mod forecast;
 pub mod host;
 pub mod metrics;

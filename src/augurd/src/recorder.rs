@@ -63,7 +63,41 @@ pub fn window_figures(window: &Window) -> Vec<(String, f64)> {
             .iter()
             .filter_map(|(event, rate)| Some((format!("perf.{event}"), (*rate)?))),
     );
+    if let Some(guest) = &window.guest {
+        out.extend(guest_figures(guest));
+    }
     out
+}
+
+/// What the shim adds, under `guest.`: behavioural series the forecaster can take as features.
+fn guest_figures(g: &augur_sense::GuestWindow) -> Vec<(String, f64)> {
+    let scalars = [
+        ("guest.syscalls_per_s", g.syscalls_per_s),
+        ("guest.cpu_busy", g.cpu_busy),
+        ("guest.cpu_iowait", g.cpu_iowait),
+        ("guest.page_faults_per_s", g.page_faults_per_s),
+        ("guest.mem_available_mib", g.mem_available_mib),
+        ("guest.active_mib", g.active_mib),
+        ("guest.memory_pressure", g.memory_pressure),
+        ("guest.disk_read_ratio", g.disk_read_ratio),
+        ("guest.disk_request_kib", g.disk_request_kib),
+        ("guest.net_rx_bytes_per_s", g.net_rx_bytes_per_s),
+        ("guest.net_tx_bytes_per_s", g.net_tx_bytes_per_s),
+        ("guest.flows", g.flows.map(|f| f as f64)),
+        (
+            "guest.flow_destinations",
+            g.flow_destinations.map(|f| f as f64),
+        ),
+    ];
+    scalars
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_string(), value?)))
+        .chain(
+            g.syscall_mix
+                .iter()
+                .map(|(family, share)| (format!("guest.syscall_mix.{family}"), *share)),
+        )
+        .collect()
 }
 
 /// Registers `vm` with the store (idempotent).

@@ -4,7 +4,7 @@
 //! - [`stats`]: libvirt's bulk domain stats (`virConnectGetAllDomainStats`) as samples;
 //! - [`qemu_process`]: the QEMU process and vCPU threads of a domain, for host-side sources;
 //! - [`migration`]: the migration method (from the cost model) as libvirt flags, and the report;
-//! - `Connection` (with the `libvirt` feature): discovery, bulk stats, dirty rate
+//! - [`Connection`] (working with the `libvirt` feature): discovery, bulk stats, dirty rate
 //!   (`virDomainStartDirtyRateCalc`) and live migration (`virDomainMigrateToURI3`, peer to peer).
 //!
 //! Without the `libvirt` feature the pure parts build with no system library, and
@@ -13,12 +13,14 @@
 
 #[cfg(feature = "libvirt")]
 mod connection;
+#[cfg(not(feature = "libvirt"))]
+#[path = "no_libvirt.rs"]
+mod connection;
 pub mod domain_xml;
 pub mod migration;
 pub mod qemu_process;
 pub mod stats;
 
-#[cfg(feature = "libvirt")]
 pub use connection::Connection;
 pub use domain_xml::{DomainXml, SHIM_CHANNEL};
 pub use migration::{MigrationReport, MigrationRequest};
@@ -41,14 +43,7 @@ pub enum Error {
 /// Whether this build can talk to libvirt.
 pub const AVAILABLE: bool = cfg!(feature = "libvirt");
 
-/// Opens a connection to `uri`.
-#[cfg(feature = "libvirt")]
+/// Opens a connection to `uri` (an error naming the missing feature in a build without it).
 pub fn open(uri: &str) -> Result<Connection, Error> {
     Connection::open(uri)
-}
-
-/// Opens a connection to `uri`: this build has no libvirt, so it says so.
-#[cfg(not(feature = "libvirt"))]
-pub fn open(_uri: &str) -> Result<std::convert::Infallible, Error> {
-    Err(Error::NotBuilt)
 }

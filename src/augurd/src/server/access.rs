@@ -31,7 +31,10 @@ pub struct AccessPolicy {
 
 /// Whether a request changes anything.
 pub fn is_mutating(request: &Request) -> bool {
-    matches!(request, Request::VmStart { .. } | Request::VmStop { .. })
+    matches!(
+        request,
+        Request::VmStart { .. } | Request::VmStop { .. } | Request::Migrate(_)
+    )
 }
 
 /// The gid of group `name` in the text of `/etc/group`.

@@ -5,6 +5,7 @@
 //! make the daemon buffer without limit.
 
 pub mod access;
+mod migrate;
 mod status;
 pub(crate) mod store;
 mod vm_start;
@@ -28,7 +29,8 @@ pub const MAX_CONNECTIONS: usize = 64;
 const LINGER_BYTES: u64 = 4 * MAX_LINE as u64;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 /// Request types this build knows, to tell an unknown request from a malformed one.
-const KNOWN_REQUESTS: [&str; 8] = [
+const KNOWN_REQUESTS: [&str; 9] = [
+    "migrate",
     "status",
     "vms",
     "profile",
@@ -218,6 +220,10 @@ async fn dispatch(host: &Arc<Host>, request: Request) -> Result<Reply, AdminErro
             blocking(move || vm_stop::apply(&host, &vm)).await
         }
         Request::StoreStats => store::apply_stats(host),
+        Request::Migrate(request) => {
+            let host = host.clone();
+            blocking(move || migrate::apply(&host, &request)).await
+        }
         Request::Predict { vm } => host.predict(&vm).map(Reply::Predict),
         Request::StoreExport {
             vm,
