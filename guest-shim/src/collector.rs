@@ -10,7 +10,15 @@ use augur_wire::{frame, Metric, Sample, Source};
 pub struct Collector {
     syscalls: Option<SyscallCounters>,
     pmu: Option<GuestPmu>,
+    reports: u64,
+    /// The flow table and the shim's resident set, read every [`SLOW_EVERY`] reports: reading
+    /// /proc/net/tcp walks every bucket of the kernel's connection hash (milliseconds on a
+    /// large host), and neither changes much in a second.
+    slow: Option<(augur_wire::FlowReport, Option<u64>)>,
 }
+
+/// Reports between readings of the slow sources.
+pub const SLOW_EVERY: u64 = 10;
 
 fn now_ns() -> u64 {
     std::time::SystemTime::now()
@@ -34,11 +42,17 @@ impl Collector {
         if pmu.is_none() {
             eprintln!("augur-shim: no PMU in this guest: instructions and cycles unavailable");
         }
-        Self { syscalls, pmu }
+        Self {
+            syscalls,
+            pmu,
+            reports: 0,
+            slow: None,
+        }
     }
 
-    /// Reads every source. `dropped` is the outbox's count of reports it had to drop.
-    pub fn collect(&mut self, dropped: u64) -> (Sample, augur_wire::FlowReport) {
+    /// Reads every source that is due. `dropped` is the outbox's count of reports it had to
+    /// drop. The flow table comes with every [`SLOW_EVERY`]th report.
+    pub fn collect(&mut self, dropped: u64) -> (Sample, Option<augur_wire::FlowReport>) {
         let ts = now_ns();
         // The host names the VM by the channel a report arrives on; the id here means nothing.
         let mut s = Sample::new(0, Source::Shim, ts);
@@ -135,7 +149,20 @@ impl Collector {
             Metric::GuestNetTxPackets,
             netdev.map(|n| n.tx_packets),
         );
-        let flows = flows::read(ts);
+        let fresh = self.slow.is_none() || self.reports.is_multiple_of(SLOW_EVERY);
+        self.reports += 1;
+        if fresh {
+            // smaps_rollup walks the page tables; VmRSS in status lags behind by up to 64
+            // faults per thread (split RSS counting), which for a process this small is most of it.
+            let rss = procfs::read("/proc/self/smaps_rollup")
+                .and_then(|t| procfs::field(&t, "Rss"))
+                .or_else(|| {
+                    procfs::read("/proc/self/status").and_then(|t| procfs::field(&t, "VmRSS"))
+                })
+                .map(|kib| kib * 1024);
+            self.slow = Some((flows::read(ts), rss));
+        }
+        let (flows, own_rss) = self.slow.clone().unwrap_or_else(|| (flows::read(ts), None));
         let destinations: std::collections::HashSet<[u8; 16]> =
             flows.flows.iter().map(|f| f.addr).collect();
         let sockets: u64 = flows.flows.iter().map(|f| u64::from(f.sockets)).sum();
@@ -143,23 +170,22 @@ impl Collector {
         s.push(Metric::GuestFlowDestinations, destinations.len() as u64);
 
         s.push(Metric::ShimDroppedReports, dropped);
-        let own_rss = procfs::read("/proc/self/status")
-            .and_then(|t| procfs::field(&t, "VmRSS"))
-            .map(|kib| kib * 1024);
         put(&mut s, Metric::ShimRssBytes, own_rss);
         let own_cpu = procfs::read("/proc/self/stat").and_then(|t| cpu::parse_self_cpu_ns(&t));
         put(&mut s, Metric::ShimCpuNs, own_cpu);
-        (s, flows)
+        (s, fresh.then_some(flows))
     }
 
-    /// One report, framed: the sample then the flows.
+    /// One report, framed: the sample, then the flows when they were read.
     pub fn frame(
         sample: &Sample,
-        flows: &augur_wire::FlowReport,
+        flows: Option<&augur_wire::FlowReport>,
     ) -> Result<Vec<u8>, frame::FrameError> {
         let mut out = Vec::with_capacity(2048);
         frame::encode_sample(sample, &mut out)?;
-        frame::encode_flows(flows, &mut out)?;
+        if let Some(flows) = flows {
+            frame::encode_flows(flows, &mut out)?;
+        }
         Ok(out)
     }
 }

@@ -70,7 +70,9 @@ fn main() {
     };
     let mut collector = collector::Collector::open();
     if args.once {
-        // For a person checking a guest: one report, printed, nothing sent.
+        // For a person checking a guest: one report, printed, nothing sent. The counters opened
+        // just now, so wait an interval for the counts to cover one.
+        std::thread::sleep(args.interval);
         let (sample, flows) = collector.collect(0);
         for (metric, value) in sample.known() {
             match value {
@@ -78,7 +80,7 @@ fn main() {
                 None => println!("{metric} unavailable"),
             }
         }
-        for f in &flows.flows {
+        for f in flows.iter().flat_map(|r| &r.flows) {
             println!(
                 "flow {} {}:{} sockets={}",
                 f.proto_label(),
@@ -105,7 +107,7 @@ fn main() {
     let mut next = Instant::now();
     loop {
         let (sample, flows) = collector.collect(outbox.dropped());
-        match collector::Collector::frame(&sample, &flows) {
+        match collector::Collector::frame(&sample, flows.as_ref()) {
             Ok(bytes) => outbox.push(bytes),
             Err(e) => eprintln!("augur-shim: report not framed: {e}"),
         }
@@ -161,7 +163,7 @@ mod tests {
     fn a_report_frames_and_decodes() {
         let mut collector = collector::Collector::open();
         let (sample, flows) = collector.collect(3);
-        let bytes = collector::Collector::frame(&sample, &flows).unwrap();
+        let bytes = collector::Collector::frame(&sample, flows.as_ref()).unwrap();
         let mut reader = augur_wire::frame::FrameReader::new();
         reader.push(&bytes);
         let first = reader.next_record().unwrap().unwrap();

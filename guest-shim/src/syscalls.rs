@@ -4,7 +4,7 @@
 
 use augur_wire::Metric;
 use perf_event::events::Tracepoint;
-use perf_event::{Builder, Counter};
+use perf_event::{Builder, Counter, Group};
 use std::path::{Path, PathBuf};
 
 /// The syscalls each family counts (`syscalls:sys_enter_NAME`). Names this kernel lacks are
@@ -106,99 +106,129 @@ fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// One tracepoint counted on every CPU.
-#[derive(Debug)]
-struct PerCpu(Vec<Counter>);
+/// What one counter counts: all syscalls, or one family.
+type Slot = Option<Metric>;
 
-impl PerCpu {
-    fn open(id: u64, cpus: usize) -> Option<Self> {
-        let mut counters = Vec::with_capacity(cpus);
-        for cpu in 0..cpus {
-            let mut counter = Builder::new(Tracepoint::with_id(id))
-                .any_pid()
-                .one_cpu(cpu)
-                .include_kernel()
-                .build()
-                .ok()?;
-            counter.enable().ok()?;
-            counters.push(counter);
-        }
-        Some(Self(counters))
+/// One CPU's counters in one perf group, so one read() returns them all.
+struct CpuGroup {
+    group: Group,
+    counters: Vec<(Slot, Counter)>,
+}
+
+impl std::fmt::Debug for CpuGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuGroup")
+            .field("counters", &self.counters.len())
+            .finish()
     }
+}
 
-    fn read(&mut self) -> u64 {
-        self.0.iter_mut().filter_map(|c| c.read().ok()).sum()
+impl CpuGroup {
+    fn open(cpu: usize, events: &[(Slot, u64)]) -> Option<Self> {
+        let mut group = Group::builder()
+            .any_pid()
+            .one_cpu(cpu)
+            .include_kernel()
+            .build_group()
+            .ok()?;
+        let counters: Vec<(Slot, Counter)> = events
+            .iter()
+            .filter_map(|(slot, id)| {
+                let mut counter = Builder::new(Tracepoint::with_id(*id))
+                    .any_pid()
+                    .one_cpu(cpu)
+                    .include_kernel()
+                    .build_with_group(&mut group)
+                    .ok()?;
+                // Enabling the group leader alone leaves tracepoint members off.
+                counter.enable().ok()?;
+                Some((*slot, counter))
+            })
+            .collect();
+        if counters.is_empty() {
+            return None;
+        }
+        group.enable().ok()?;
+        Some(Self { group, counters })
     }
 }
 
 /// The open counters, or why there are none.
 #[derive(Debug)]
 pub struct SyscallCounters {
-    total: Option<PerCpu>,
-    families: Vec<(Metric, Vec<PerCpu>)>,
+    cpus: Vec<CpuGroup>,
+    has_total: bool,
 }
 
 impl SyscallCounters {
     /// Opens what this kernel offers. `Err` says why syscalls cannot be counted at all.
     pub fn open() -> Result<Self, String> {
         let root = tracefs().ok_or("tracefs is not mounted and could not be mounted")?;
-        let cpus = online_cpus();
-        let total =
-            event_id(&root, "raw_syscalls", "sys_enter").and_then(|id| PerCpu::open(id, cpus));
-        let families: Vec<(Metric, Vec<PerCpu>)> = FAMILIES
-            .iter()
-            .map(|(metric, names)| {
-                let counters = names
-                    .iter()
-                    .filter_map(|n| event_id(&root, "syscalls", &format!("sys_enter_{n}")))
-                    .filter_map(|id| PerCpu::open(id, cpus))
-                    .collect();
-                (*metric, counters)
-            })
+        let mut events: Vec<(Slot, u64)> = Vec::new();
+        if let Some(id) = event_id(&root, "raw_syscalls", "sys_enter") {
+            events.push((None, id));
+        }
+        for (metric, names) in FAMILIES {
+            for name in names {
+                if let Some(id) = event_id(&root, "syscalls", &format!("sys_enter_{name}")) {
+                    events.push((Some(metric), id));
+                }
+            }
+        }
+        let cpus: Vec<CpuGroup> = (0..online_cpus())
+            .filter_map(|cpu| CpuGroup::open(cpu, &events))
             .collect();
-        if total.is_none() && families.iter().all(|(_, c)| c.is_empty()) {
+        if cpus.is_empty() {
             return Err(format!(
                 "no syscall tracepoint could be counted under {} (perf_event_open refused or the kernel lacks syscall tracepoints)",
                 root.display()
             ));
         }
-        Ok(Self { total, families })
+        let has_total = cpus[0].counters.iter().any(|(slot, _)| slot.is_none());
+        Ok(Self { cpus, has_total })
     }
 
     /// Cumulative counts: the total, then each family (`None` for a family with no counter).
     pub fn read(&mut self) -> (Option<u64>, Vec<(Metric, Option<u64>)>) {
-        let total = self.total.as_mut().map(PerCpu::read);
-        let families = self
-            .families
-            .iter_mut()
-            .map(|(metric, counters)| {
-                let value =
-                    (!counters.is_empty()).then(|| counters.iter_mut().map(PerCpu::read).sum());
-                (*metric, value)
-            })
-            .collect();
-        (total, families)
+        let mut total = 0u64;
+        let mut families: Vec<(Metric, Option<u64>)> =
+            FAMILIES.iter().map(|(m, _)| (*m, None)).collect();
+        for cpu in &mut self.cpus {
+            let Ok(data) = cpu.group.read() else { continue };
+            for (slot, counter) in &cpu.counters {
+                let value = data.get(counter).map_or(0, |e| e.value());
+                match slot {
+                    None => total += value,
+                    Some(metric) => {
+                        if let Some((_, v)) = families.iter_mut().find(|(m, _)| m == metric) {
+                            *v = Some(v.unwrap_or(0) + value);
+                        }
+                    }
+                }
+            }
+        }
+        (self.has_total.then_some(total), families)
     }
 }
 
 /// Instructions and cycles from the guest's PMU, where it has one.
 #[derive(Debug)]
 pub struct GuestPmu {
-    instructions: PerCpu,
-    cycles: PerCpu,
+    instructions: Vec<Counter>,
+    cycles: Vec<Counter>,
 }
 
 impl GuestPmu {
     pub fn open() -> Option<Self> {
         use perf_event::events::Hardware;
         let open = |event: Hardware| {
-            let mut counters = Vec::new();
-            for cpu in 0..online_cpus() {
-                let mut c = Builder::new(event).any_pid().one_cpu(cpu).build().ok()?;
-                c.enable().ok()?;
-                counters.push(c);
-            }
-            Some(PerCpu(counters))
+            (0..online_cpus())
+                .map(|cpu| {
+                    let mut c = Builder::new(event).any_pid().one_cpu(cpu).build().ok()?;
+                    c.enable().ok()?;
+                    Some(c)
+                })
+                .collect::<Option<Vec<Counter>>>()
         };
         Some(Self {
             instructions: open(Hardware::INSTRUCTIONS)?,
@@ -207,6 +237,64 @@ impl GuestPmu {
     }
 
     pub fn read(&mut self) -> (u64, u64) {
-        (self.instructions.read(), self.cycles.read())
+        let sum =
+            |counters: &mut Vec<Counter>| counters.iter_mut().filter_map(|c| c.read().ok()).sum();
+        (sum(&mut self.instructions), sum(&mut self.cycles))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_reads_and_writes_by_family() {
+        let mut counters = match SyscallCounters::open() {
+            Ok(c) => c,
+            Err(reason) => {
+                println!("SKIPPED counts_reads_and_writes_by_family: {reason}");
+                return;
+            }
+        };
+        let (before_total, before) = counters.read();
+        let mut file = tempfile_in_tmp();
+        for _ in 0..200 {
+            use std::io::{Read, Seek, Write};
+            file.write_all(b"x").unwrap();
+            file.rewind().unwrap();
+            let mut b = [0u8; 1];
+            file.read_exact(&mut b).unwrap();
+        }
+        let (after_total, after) = counters.read();
+        let grew = |metric: Metric| {
+            let find = |v: &[(Metric, Option<u64>)]| {
+                v.iter().find(|(m, _)| *m == metric).and_then(|(_, x)| *x)
+            };
+            find(&after).unwrap_or(0) - find(&before).unwrap_or(0)
+        };
+        assert!(
+            grew(Metric::GuestSysWrite) >= 200,
+            "writes: {}",
+            grew(Metric::GuestSysWrite)
+        );
+        assert!(
+            grew(Metric::GuestSysRead) >= 200,
+            "reads: {}",
+            grew(Metric::GuestSysRead)
+        );
+        assert!(after_total.unwrap_or(0) - before_total.unwrap_or(0) >= 600);
+    }
+
+    fn tempfile_in_tmp() -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("augur-shim-test-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        file
     }
 }

@@ -543,6 +543,8 @@ impl Host {
             self.switch.detach(id);
             managed.vm.stop();
         }
+        // Closes the libvirt connection and joins the shim channels' readers.
+        drop(lock(&self.domains).take());
         if let Some(store) = lock(&self.store).take() {
             if let Err(error) = store.close() {
                 warn!(%error, "store did not close cleanly; it recovers at the next start");

@@ -5,6 +5,7 @@ use crate::migration::{MigrationReport, MigrationRequest};
 use crate::stats::DomainStats;
 use crate::Error;
 use augur_plan::cost::Method;
+use tracing::{info, warn};
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
@@ -31,6 +32,9 @@ pub const STATS: u32 = sys::VIR_DOMAIN_STATS_STATE
 
 impl Connection {
     pub fn open(uri: &str) -> Result<Self, Error> {
+        // Errors come back as values and are reported by the caller; libvirt's default handler
+        // would also print each to stderr.
+        virt::error::clear_error_callback();
         let conn = Connect::open(Some(uri)).map_err(|e| Error::Connect {
             uri: uri.to_string(),
             reason: e.to_string(),
@@ -109,21 +113,42 @@ impl Connection {
             dest_xml: request.dest_xml.clone(),
             ..Default::default()
         };
-        let switcher = (request.method == Method::PostCopy)
-            .then(|| post_copy_switcher(self.uri.clone(), name.to_string()));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = progress_watcher(
+            self.uri.clone(),
+            name.to_string(),
+            request.method == Method::PostCopy,
+            done.clone(),
+        );
         let result = domain.migrate_to_uri3(Some(&request.dest_uri), params, request.flags());
-        if let Some(handle) = switcher {
-            let _ = handle.join();
-        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        let progress = watcher.join().unwrap_or_default();
+        report.iterations = progress.mem_iteration;
+        report.bytes = progress.data_processed;
         match result {
             Ok(()) => {
                 report.ok = true;
-                // The completed job's stats stay with the source domain object until it is freed.
-                if let Ok(job) = domain.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED) {
-                    report.total_ms = job.time_elapsed;
-                    report.downtime_ms = job.downtime;
-                    report.bytes = job.data_processed.or(job.mem_processed);
-                    report.iterations = job.mem_iteration;
+                // The source forgets the domain (it was undefined there); the destination keeps
+                // the completed job's statistics.
+                let completed = Connection::open(&request.dest_uri).and_then(|dest| {
+                    bulk::job_stats(
+                        &dest.conn_domain(name)?,
+                        sys::VIR_DOMAIN_JOB_STATS_COMPLETED,
+                    )
+                });
+                match completed {
+                    Ok(job) => {
+                        report.total_ms = job.get("time_elapsed");
+                        report.downtime_ms = job.get("downtime");
+                        report.bytes = job
+                            .get("data_processed")
+                            .or(job.get("memory_processed"))
+                            .or(report.bytes);
+                        report.iterations = job.get("memory_iteration").or(report.iterations);
+                    }
+                    Err(e) => {
+                        warn!(domain = name, error = %e, "no completed-job statistics from the destination")
+                    }
                 }
             }
             Err(e) => report.error = Some(e.to_string()),
@@ -136,27 +161,78 @@ impl Connection {
     }
 }
 
-/// Switches a post-copy migration over once the first pre-copy pass is done.
-fn post_copy_switcher(uri: String, name: String) -> std::thread::JoinHandle<()> {
+/// A libvirt job: its type (`VIR_DOMAIN_JOB_*`) and its typed statistics.
+#[derive(Debug)]
+struct JobStats {
+    kind: i32,
+    stats: DomainStats,
+}
+
+impl JobStats {
+    fn running(&self) -> bool {
+        self.kind != sys::VIR_DOMAIN_JOB_NONE as i32
+    }
+
+    fn get(&self, field: &str) -> Option<u64> {
+        self.stats.get(field)
+    }
+}
+
+/// What the last progress poll saw.
+#[derive(Debug, Default)]
+struct Progress {
+    mem_iteration: Option<u64>,
+    data_processed: Option<u64>,
+}
+
+/// Polls the source's job while a migration runs: logs its progress, switches a post-copy
+/// migration over once the first pre-copy pass is done, and returns the last figures seen.
+fn progress_watcher(
+    uri: String,
+    name: String,
+    post_copy: bool,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Progress> {
     std::thread::spawn(move || {
+        let mut progress = Progress::default();
         let Ok(conn) = Connection::open(&uri) else {
-            return;
+            return progress;
         };
         let Ok(domain) = conn.conn_domain(&name) else {
-            return;
+            return progress;
         };
-        for _ in 0..600 {
+        let mut switched = false;
+        let mut last_log = std::time::Instant::now();
+        while !done.load(std::sync::atomic::Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_millis(100));
-            match domain.job_stats(0) {
-                Ok(job) if job.mem_iteration.unwrap_or(0) >= 1 => {
-                    let _ = bulk::start_post_copy(&domain);
-                    return;
+            let Ok(job) = bulk::job_stats(&domain, 0) else {
+                continue;
+            };
+            if !job.running() {
+                continue;
+            }
+            let pass = job.get("memory_iteration");
+            progress.mem_iteration = pass.or(progress.mem_iteration);
+            progress.data_processed = job.get("data_processed").or(progress.data_processed);
+            if last_log.elapsed() >= std::time::Duration::from_secs(1) {
+                last_log = std::time::Instant::now();
+                info!(
+                    domain = %name,
+                    processed = job.get("data_processed"),
+                    remaining = job.get("data_remaining"),
+                    pass,
+                    dirty_rate = job.get("memory_dirty_rate"),
+                    "migrating"
+                );
+            }
+            if post_copy && !switched && pass.unwrap_or(0) >= 1 {
+                switched = true;
+                if let Err(e) = bulk::start_post_copy(&domain) {
+                    warn!(domain = %name, error = %e, "could not switch to post-copy");
                 }
-                Ok(job) if job.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 => return,
-                Err(_) => return,
-                _ => {}
             }
         }
+        progress
     })
 }
 
@@ -251,6 +327,42 @@ mod bulk {
             });
         }
         Ok(out)
+    }
+
+    /// A job's type and statistics (`virDomainGetJobStats`), freed before returning. The
+    /// `virt` crate's wrapper builds a Vec from the null pointer libvirt returns when no job
+    /// runs, so this one is used instead.
+    pub fn job_stats(domain: &Domain, flags: u32) -> Result<JobStats, Error> {
+        let mut kind: std::os::raw::c_int = 0;
+        let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
+        let mut nparams: std::os::raw::c_int = 0;
+        // SAFETY: the domain handle is valid for the borrow; libvirt fills the out-pointers.
+        let rc = unsafe {
+            sys::virDomainGetJobStats(domain.as_ptr(), &mut kind, &mut params, &mut nparams, flags)
+        };
+        if rc < 0 {
+            return Err(last_error());
+        }
+        let count = usize::try_from(nparams).unwrap_or(0);
+        let fields = if params.is_null() || count == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: libvirt returned `nparams` valid entries at `params`.
+            let slice = unsafe { std::slice::from_raw_parts(params, count) };
+            // SAFETY: each entry is a valid typed parameter until freed below.
+            slice.iter().filter_map(|p| unsafe { param(p) }).collect()
+        };
+        if !params.is_null() {
+            // SAFETY: `params` came from libvirt with `nparams` entries and is freed once.
+            unsafe { sys::virTypedParamsFree(params, nparams) };
+        }
+        Ok(JobStats {
+            kind,
+            stats: DomainStats {
+                name: String::new(),
+                params: fields,
+            },
+        })
     }
 
     pub fn start_dirty_rate_calc(domain: &Domain, seconds: i32) -> Result<(), Error> {
