@@ -16,8 +16,19 @@ if dpkg -s augur >/dev/null 2>&1; then
 fi
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
 
-cargo build --release --locked --quiet -p augurd -p augurctl
+# With libvirt-dev present the package carries the libvirt driver (and depends on libvirt0).
+features=()
+pkg-config --exists libvirt 2>/dev/null && features=(--features augurd/libvirt)
+cargo build --release --locked --quiet -p augurd -p augurctl "${features[@]}"
 mkdir -p target/release/packaging
+# The guest shim: static glibc, so it runs in any x86-64 Linux guest; also kept beside the .deb
+# as its own artifact.
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --quiet -p augur-shim \
+  --target x86_64-unknown-linux-gnu
+strip -o target/release/packaging/augur-shim target/x86_64-unknown-linux-gnu/release/augur-shim
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+cp target/release/packaging/augur-shim "target/augur-shim-$version-x86_64-linux"
+echo "guest artifact: target/augur-shim-$version-x86_64-linux"
 target/release/augurctl man | gzip -9n > target/release/packaging/augurctl.1.gz
 target/release/augurctl completions bash > target/release/packaging/augurctl.bash
 deb=$(cargo deb -p augurd --no-build | tail -n 1)
@@ -31,7 +42,8 @@ cleanup() {
 trap cleanup EXIT
 
 dpkg -i "$deb"
-for path in /usr/bin/augurd /usr/bin/augurctl; do test -x "$path"; done
+for path in /usr/bin/augurd /usr/bin/augurctl /usr/lib/augur/guest/augur-shim; do test -x "$path"; done
+file /usr/lib/augur/guest/augur-shim 2>/dev/null | grep -q 'static' || ! command -v file >/dev/null
 test -f /etc/augur/augurd.toml
 test -f /usr/share/man/man1/augurctl.1.gz
 test -d /var/lib/augur

@@ -1,4 +1,4 @@
-//! One interval's report: the guest's counters as a [`Sample`] and its flows as a [`FlowReport`],
+//! One interval's report: the guest's counters as a [`Sample`] and its flows as a [`FlowReport`](augur_wire::FlowReport),
 //! framed together.
 
 use crate::procfs::{self, cpu, disk, flows, memory, net};

@@ -92,6 +92,10 @@ impl Domains {
         self.list.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     /// A domain by id or name.
     pub fn find(&self, key: &str) -> Option<&Domain> {
         let by_id = key.parse::<VmId>().ok().and_then(|id| self.list.get(&id));
