@@ -1,0 +1,469 @@
+//! A target host's book of capacity: its own forecast demand, the VMs it has agreed to take, and
+//! the reservations it holds for sources, each with a lease. A reservation is only granted if the
+//! host's forecast, every live reservation and the new VM together stay within the limit at every
+//! horizon, so two sources offering at once can never both be granted the same room.
+
+use crate::message::{Demand, HorizonDemand, HostId, LeaseId, Offer};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// A reservation held for a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reservation {
+    pub lease: LeaseId,
+    pub source: HostId,
+    pub offer: Offer,
+    pub expires: Instant,
+}
+
+/// Why the ledger said no.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("the offer is malformed: {0}")]
+    BadOffer(String),
+    #[error("{resource} at {horizon_s} s would reach {share:.0}% of capacity (limit {limit:.0}%)")]
+    NoRoom {
+        resource: &'static str,
+        horizon_s: u32,
+        share: f64,
+        limit: f64,
+    },
+    #[error("this host is draining (maintenance): it takes no VMs")]
+    Draining,
+    #[error("no reservation {0} (it expired or was released)")]
+    UnknownLease(LeaseId),
+    #[error("reservation {lease} belongs to {owner}, not {asker}")]
+    NotYours {
+        lease: LeaseId,
+        owner: HostId,
+        asker: HostId,
+    },
+}
+
+#[derive(Debug)]
+pub struct Ledger {
+    capacity: Demand,
+    /// The share of capacity the host lets its predicted demand reach.
+    limit: f64,
+    /// The host's own forecast for its current VMs, by horizon.
+    own: Vec<HorizonDemand>,
+    reservations: BTreeMap<LeaseId, Reservation>,
+    /// VMs committed to this host that its own forecast does not hold yet.
+    arrived: BTreeMap<String, Offer>,
+    next_lease: LeaseId,
+    draining: bool,
+}
+
+fn upper_at(forecast: &[HorizonDemand], horizon_s: u32) -> Demand {
+    // The entry for this horizon, else the nearest longer one, else the longest there is.
+    forecast
+        .iter()
+        .filter(|h| h.horizon_s >= horizon_s)
+        .min_by_key(|h| h.horizon_s)
+        .or_else(|| forecast.iter().max_by_key(|h| h.horizon_s))
+        .map(|h| h.upper)
+        .unwrap_or_default()
+}
+
+impl Ledger {
+    pub fn new(capacity: Demand, limit: f64) -> Self {
+        Self {
+            capacity,
+            limit,
+            own: Vec::new(),
+            reservations: BTreeMap::new(),
+            arrived: BTreeMap::new(),
+            next_lease: 1,
+            draining: false,
+        }
+    }
+
+    /// The host's fresh forecast of its own VMs; `present` are the VMs it includes, so VMs
+    /// that arrived by migration stop being counted twice.
+    pub fn set_own(&mut self, forecast: Vec<HorizonDemand>, present: &[String]) {
+        self.own = forecast;
+        self.arrived.retain(|vm, _| !present.contains(vm));
+    }
+
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    /// Drops reservations whose lease ran out; returns their leases.
+    pub fn expire(&mut self, now: Instant) -> Vec<LeaseId> {
+        let gone: Vec<LeaseId> = self
+            .reservations
+            .values()
+            .filter(|r| r.expires <= now)
+            .map(|r| r.lease)
+            .collect();
+        for lease in &gone {
+            self.reservations.remove(lease);
+        }
+        gone
+    }
+
+    /// Horizons the book is checked at: the host's own and the offer's.
+    fn horizons(&self, offer: &Offer) -> Vec<u32> {
+        let mut h: Vec<u32> = self
+            .own
+            .iter()
+            .chain(&offer.forecast)
+            .map(|h| h.horizon_s)
+            .collect();
+        h.sort_unstable();
+        h.dedup();
+        h
+    }
+
+    /// The smallest share of capacity left free, over resources and horizons, if `offer` were
+    /// added to everything already booked; an error names the first resource that would not fit.
+    pub fn headroom_with(&self, offer: &Offer, now: Instant) -> Result<f64, LedgerError> {
+        offer.validate().map_err(LedgerError::BadOffer)?;
+        if self.draining {
+            return Err(LedgerError::Draining);
+        }
+        let mut least = f64::INFINITY;
+        for horizon in self.horizons(offer) {
+            let mut total = upper_at(&self.own, horizon).plus(&upper_at(&offer.forecast, horizon));
+            for r in self.reservations.values().filter(|r| r.expires > now) {
+                total = total.plus(&upper_at(&r.offer.forecast, horizon));
+            }
+            for o in self.arrived.values() {
+                total = total.plus(&upper_at(&o.forecast, horizon));
+            }
+            for ((resource, used), (_, cap)) in
+                total.fields().into_iter().zip(self.capacity.fields())
+            {
+                if cap <= 0.0 {
+                    continue;
+                }
+                let share = used / cap;
+                if share > self.limit {
+                    return Err(LedgerError::NoRoom {
+                        resource,
+                        horizon_s: horizon,
+                        share: share * 100.0,
+                        limit: self.limit * 100.0,
+                    });
+                }
+                least = least.min(self.limit - share);
+            }
+        }
+        Ok(if least.is_finite() { least } else { self.limit })
+    }
+
+    /// Holds room for `offer` until `now + lease`.
+    pub fn reserve(
+        &mut self,
+        source: &str,
+        offer: Offer,
+        lease: Duration,
+        now: Instant,
+    ) -> Result<Reservation, LedgerError> {
+        self.expire(now);
+        self.headroom_with(&offer, now)?;
+        let id = self.next_lease;
+        self.next_lease += 1;
+        let reservation = Reservation {
+            lease: id,
+            source: source.to_string(),
+            offer,
+            expires: now + lease,
+        };
+        self.reservations.insert(id, reservation.clone());
+        Ok(reservation)
+    }
+
+    fn owned(
+        &self,
+        lease: LeaseId,
+        source: &str,
+        now: Instant,
+    ) -> Result<&Reservation, LedgerError> {
+        let r = self
+            .reservations
+            .get(&lease)
+            .filter(|r| r.expires > now)
+            .ok_or(LedgerError::UnknownLease(lease))?;
+        if r.source != source {
+            return Err(LedgerError::NotYours {
+                lease,
+                owner: r.source.clone(),
+                asker: source.to_string(),
+            });
+        }
+        Ok(r)
+    }
+
+    /// The VM arrived: the reservation becomes part of this host's load.
+    pub fn commit(
+        &mut self,
+        lease: LeaseId,
+        source: &str,
+        now: Instant,
+    ) -> Result<Offer, LedgerError> {
+        self.owned(lease, source, now)?;
+        let r = self
+            .reservations
+            .remove(&lease)
+            .ok_or(LedgerError::UnknownLease(lease))?;
+        self.arrived.insert(r.offer.vm.clone(), r.offer.clone());
+        Ok(r.offer)
+    }
+
+    /// The move did not happen: frees the room. Releasing twice is not an error.
+    pub fn release(
+        &mut self,
+        lease: LeaseId,
+        source: &str,
+        now: Instant,
+    ) -> Result<(), LedgerError> {
+        match self.owned(lease, source, now) {
+            Ok(_) => {
+                self.reservations.remove(&lease);
+                Ok(())
+            }
+            Err(LedgerError::UnknownLease(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Live reservations.
+    pub fn reservations(&self, now: Instant) -> Vec<&Reservation> {
+        self.reservations
+            .values()
+            .filter(|r| r.expires > now)
+            .collect()
+    }
+
+    /// What this host could still take at each of its horizons (capacity × limit − booked).
+    pub fn headroom(&self, now: Instant) -> Vec<HorizonDemand> {
+        let horizons: Vec<u32> = if self.own.is_empty() {
+            vec![300]
+        } else {
+            self.own.iter().map(|h| h.horizon_s).collect()
+        };
+        horizons
+            .into_iter()
+            .map(|horizon_s| {
+                let mut booked = upper_at(&self.own, horizon_s);
+                for r in self.reservations.values().filter(|r| r.expires > now) {
+                    booked = booked.plus(&upper_at(&r.offer.forecast, horizon_s));
+                }
+                for o in self.arrived.values() {
+                    booked = booked.plus(&upper_at(&o.forecast, horizon_s));
+                }
+                let free = |cap: f64, used: f64| (cap * self.limit - used).max(0.0);
+                let d = Demand {
+                    cpu: free(self.capacity.cpu, booked.cpu),
+                    memory_mib: free(self.capacity.memory_mib, booked.memory_mib),
+                    disk_bps: free(self.capacity.disk_bps, booked.disk_bps),
+                    net_bps: free(self.capacity.net_bps, booked.net_bps),
+                };
+                HorizonDemand {
+                    horizon_s,
+                    mean: d,
+                    upper: d,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn offer(id: u64, vm: &str, cpu: f64, mem: f64) -> Offer {
+        let d = Demand {
+            cpu,
+            memory_mib: mem,
+            disk_bps: 0.0,
+            net_bps: 0.0,
+        };
+        Offer {
+            offer_id: id,
+            vm: vm.into(),
+            memory_mib: mem as u64,
+            vcpus: 1,
+            forecast: vec![HorizonDemand {
+                horizon_s: 300,
+                mean: d,
+                upper: d,
+            }],
+            migration_s: 1.0,
+        }
+    }
+
+    fn ledger() -> Ledger {
+        let mut l = Ledger::new(
+            Demand {
+                cpu: 10.0,
+                memory_mib: 10_000.0,
+                disk_bps: 0.0,
+                net_bps: 0.0,
+            },
+            0.8,
+        );
+        l.set_own(offer(0, "own", 4.0, 2000.0).forecast, &[]);
+        l
+    }
+
+    #[test]
+    fn grants_what_fits_and_says_which_resource_does_not() {
+        let mut l = ledger();
+        let now = Instant::now();
+        let lease = Duration::from_secs(30);
+        assert!(l
+            .reserve("a", offer(1, "vm1", 3.0, 1000.0), lease, now)
+            .is_ok());
+        let err = l
+            .reserve("b", offer(2, "vm2", 2.0, 1000.0), lease, now)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LedgerError::NoRoom {
+                    resource: "cpu",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("cpu at 300 s would reach 90%"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_expired_lease_frees_its_room_and_cannot_be_committed() {
+        let mut l = ledger();
+        let now = Instant::now();
+        let r = l
+            .reserve(
+                "a",
+                offer(1, "vm1", 3.5, 100.0),
+                Duration::from_secs(10),
+                now,
+            )
+            .unwrap();
+        let later = now + Duration::from_secs(11);
+        assert_eq!(
+            l.commit(r.lease, "a", later),
+            Err(LedgerError::UnknownLease(r.lease))
+        );
+        assert!(l
+            .reserve(
+                "b",
+                offer(2, "vm2", 3.5, 100.0),
+                Duration::from_secs(10),
+                later
+            )
+            .is_ok());
+        assert_eq!(l.reservations(later).len(), 1);
+    }
+
+    #[test]
+    fn commit_keeps_the_vm_counted_until_the_hosts_forecast_holds_it() {
+        let mut l = ledger();
+        let now = Instant::now();
+        let r = l
+            .reserve(
+                "a",
+                offer(1, "vm1", 3.5, 100.0),
+                Duration::from_secs(10),
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            l.commit(r.lease, "b", now),
+            Err(LedgerError::NotYours {
+                lease: r.lease,
+                owner: "a".into(),
+                asker: "b".into()
+            })
+        );
+        l.commit(r.lease, "a", now).unwrap();
+        assert!(l.reservations(now).is_empty());
+        // Still counted: nothing more fits.
+        assert!(l.headroom_with(&offer(2, "vm2", 1.0, 10.0), now).is_err());
+        // The host's own forecast now includes vm1.
+        l.set_own(offer(0, "own", 7.5, 2100.0).forecast, &["vm1".into()]);
+        assert!(l.headroom_with(&offer(2, "vm2", 0.4, 10.0), now).is_ok());
+    }
+
+    #[test]
+    fn release_is_idempotent_and_draining_refuses_everything() {
+        let mut l = ledger();
+        let now = Instant::now();
+        let r = l
+            .reserve(
+                "a",
+                offer(1, "vm1", 1.0, 100.0),
+                Duration::from_secs(10),
+                now,
+            )
+            .unwrap();
+        l.release(r.lease, "a", now).unwrap();
+        l.release(r.lease, "a", now).unwrap();
+        l.set_draining(true);
+        assert_eq!(
+            l.reserve("a", offer(2, "vm2", 0.1, 1.0), Duration::from_secs(1), now),
+            Err(LedgerError::Draining)
+        );
+    }
+
+    #[test]
+    fn hostile_offers_are_refused() {
+        let l = ledger();
+        let now = Instant::now();
+        let mut bad = offer(1, "vm", 1.0, 1.0);
+        bad.forecast[0].upper.cpu = f64::NAN;
+        assert!(matches!(
+            l.headroom_with(&bad, now),
+            Err(LedgerError::BadOffer(_))
+        ));
+        let mut negative = offer(1, "vm", -5.0, 1.0);
+        negative.forecast[0].upper.cpu = -5.0;
+        assert!(matches!(
+            l.headroom_with(&negative, now),
+            Err(LedgerError::BadOffer(_))
+        ));
+        let mut many = offer(1, "vm", 1.0, 1.0);
+        many.forecast = vec![many.forecast[0]; 100];
+        assert!(matches!(
+            l.headroom_with(&many, now),
+            Err(LedgerError::BadOffer(_))
+        ));
+    }
+
+    #[test]
+    fn concurrent_sources_never_double_book() {
+        use std::sync::{Arc, Mutex};
+        let l = Arc::new(Mutex::new(ledger()));
+        let now = Instant::now();
+        let granted: Vec<bool> = (0..8)
+            .map(|i| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    l.lock()
+                        .unwrap()
+                        .reserve(
+                            &format!("src{i}"),
+                            offer(i, &format!("vm{i}"), 2.5, 10.0),
+                            Duration::from_secs(30),
+                            now,
+                        )
+                        .is_ok()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        // 4 own + 2.5 fits once under 8 (80% of 10); a second would reach 9.
+        assert_eq!(granted.iter().filter(|g| **g).count(), 1);
+    }
+}
