@@ -12,7 +12,7 @@
 #   init (guest-init.sh).
 # Idempotent. Everything lands under $AUGUR_GUEST_LAB (default /var/tmp/augur-guest-lab).
 set -euo pipefail
-SHIM=${1:?usage: setup.sh SHIM_BINARY}
+SHIM=$(realpath "${1:?usage: setup.sh SHIM_BINARY}")
 HERE=$(cd "$(dirname "$0")" && pwd)
 LAB=${AUGUR_GUEST_LAB:-/var/tmp/augur-guest-lab}
 export DEBIAN_FRONTEND=noninteractive
