@@ -7,156 +7,14 @@
 //! the test prints `SKIPPED` with the reason. Guests run under TCG (`<domain type='qemu'>`):
 //! stock kernels do not boot under every KVM (software hypervisors among them).
 
-use augur_admin::{AdminClient, MigrateRequest, ProfileReply, Reply, Request};
+use augur_admin::{MigrateRequest, ProfileReply, Reply, Request};
+use augur_tests::guests::{heartbeats, profile, wait_for, Daemon, Lab};
 use augur_tests::TestDaemon;
 use augurd::config::Driver;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const TEST: &str = "libvirt_guests_are_profiled_and_migrated";
-
-struct Lab {
-    dir: PathBuf,
-    scripts: PathBuf,
-}
-
-impl Lab {
-    fn find() -> Result<Self, String> {
-        if !augur_libvirt::AVAILABLE {
-            return Err("augurd was built without the libvirt feature".into());
-        }
-        if !nix_is_root() {
-            return Err("needs root (private libvirt daemons)".into());
-        }
-        let dir = PathBuf::from(
-            std::env::var("AUGUR_GUEST_LAB").unwrap_or_else(|_| "/var/tmp/augur-guest-lab".into()),
-        );
-        for file in ["vmlinux", "initramfs.cpio.gz"] {
-            if !dir.join(file).exists() {
-                return Err(format!(
-                    "{} is missing (run tests/guests/setup.sh)",
-                    dir.join(file).display()
-                ));
-            }
-        }
-        for tool in ["qemu-system-x86_64", "libvirtd", "virsh"] {
-            if Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .map_or(true, |o| !o.status.success())
-            {
-                return Err(format!(
-                    "{tool} is not installed (run tests/guests/setup.sh)"
-                ));
-            }
-        }
-        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests");
-        Ok(Self { dir, scripts })
-    }
-
-    fn run(&self) -> PathBuf {
-        self.dir.join("run")
-    }
-
-    fn domain_xml(&self, name: &str, cmdline: &str) -> String {
-        std::fs::read_to_string(self.scripts.join("domain.xml.in"))
-            .unwrap()
-            .replace("@NAME@", name)
-            .replace("@KERNEL@", &self.dir.join("vmlinux").display().to_string())
-            .replace(
-                "@INITRD@",
-                &self.dir.join("initramfs.cpio.gz").display().to_string(),
-            )
-            .replace("@CMDLINE@", cmdline)
-            .replace("@RUN@", &self.run().display().to_string())
-    }
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
-    })
-}
-
-/// A private libvirt daemon, stopped on drop.
-struct Daemon {
-    n: u32,
-    uri: String,
-    script: PathBuf,
-}
-
-impl Daemon {
-    fn start(lab: &Lab, n: u32) -> Self {
-        let script = lab.scripts.join("libvirtd.sh");
-        let _ = Command::new(&script)
-            .args([&n.to_string(), "stop"])
-            .status();
-        let out = Command::new(&script)
-            .arg(n.to_string())
-            .env("AUGUR_GUEST_LAB", &lab.dir)
-            .output()
-            .expect("libvirtd.sh runs");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(out.status.success(), "libvirtd {n} did not start: {text}");
-        Self {
-            n,
-            uri: text.lines().last().unwrap_or_default().trim().to_string(),
-            script,
-        }
-    }
-
-    fn virsh(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("virsh")
-            .arg("-c")
-            .arg(&self.uri)
-            .args(args)
-            .output()
-            .expect("virsh runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        for name in ["busy", "quiet"] {
-            let _ = self.virsh(&["destroy", name]);
-            let _ = self.virsh(&["undefine", name]);
-        }
-        let _ = Command::new(&self.script)
-            .args([&self.n.to_string(), "stop"])
-            .status();
-    }
-}
-
-fn profile(client: &mut AdminClient, vm: &str, history: usize) -> Option<ProfileReply> {
-    match client.call(Request::Profile {
-        vm: vm.into(),
-        history: Some(history),
-    }) {
-        Ok(Reply::Profile(p)) => Some(p),
-        _ => None,
-    }
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 /// The median dirty rate of the last 20 windows (the guests' boot is older than that).
 fn recent_dirty(p: &ProfileReply) -> f64 {
@@ -169,14 +27,6 @@ fn recent_dirty(p: &ProfileReply) -> f64 {
         .collect();
     rates.sort_by(f64::total_cmp);
     rates.get(rates.len() / 2).copied().unwrap_or(0.0)
-}
-
-fn heartbeats(path: &Path) -> usize {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("HB "))
-        .count()
 }
 
 /// Mean of a guest figure over the windows that have it.
@@ -205,8 +55,8 @@ fn libvirt_guests_are_profiled_and_migrated() {
     for f in ["busy.serial", "quiet.serial", "busy-dst.serial"] {
         let _ = std::fs::remove_file(lab.run().join(f));
     }
-    let source = Daemon::start(&lab, 1);
-    let target = Daemon::start(&lab, 2);
+    let source = Daemon::start(&lab, 1, &["busy", "quiet"]);
+    let target = Daemon::start(&lab, 2, &["busy", "quiet"]);
 
     // The busy guest streams to this listener over user-mode networking (10.0.2.2 is the host).
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![forbid(unsafe_code)]
 
+pub mod guests;
+
 use augur_admin::AdminClient;
 use augur_microvm::{CountingSwitch, MicroVm, VmOptions, VmSpec};
 use augur_wire::{Metric, Sample, Source};
@@ -123,7 +125,10 @@ impl TestDaemon {
             .block_on(AdminSocket::bind(&socket))
             .expect("the admin socket binds");
         let (stop, rx) = watch::channel(false);
-        runtime.spawn(bound.serve(host.clone(), rx));
+        runtime.spawn(bound.serve(host.clone(), rx.clone()));
+        runtime
+            .block_on(augurd::orchestrator::start(&host, rx))
+            .expect("the mesh starts");
         Self {
             host,
             socket,

@@ -40,7 +40,9 @@ pub enum Request {
         origin: Option<String>,
     },
     /// Stop a VM (by id or name).
-    VmStop { vm: String },
+    VmStop {
+        vm: String,
+    },
     /// Size and contents of the embedded store.
     StoreStats,
     /// One VM's stored series over `from_ns <= t < to_ns`, as CSV or JSON text.
@@ -51,9 +53,27 @@ pub enum Request {
         format: ExportFormat,
     },
     /// Forecasts of one stored VM's resources, with its workload class.
-    Predict { vm: String },
+    Predict {
+        vm: String,
+    },
     /// Live-migrate a libvirt domain to another libvirt daemon.
     Migrate(MigrateRequest),
+    /// The mesh: this host and every peer it knows.
+    Peers,
+    /// The moves this host's orchestrator tried, newest last.
+    Migrations,
+    /// The orchestrator's decisions about one VM, with their inputs and the alternatives.
+    Explain {
+        vm: String,
+    },
+    /// Maintenance: take no VMs and move every VM away (`host` must name this host).
+    Drain {
+        #[serde(default)]
+        host: Option<String>,
+    },
+    /// Stop or restart automatic moves (decisions are still made and explained).
+    Pause,
+    Resume,
 }
 
 /// A live migration asked for by an operator.
@@ -150,6 +170,100 @@ pub enum Reply {
     },
     Predict(PredictReply),
     Migrated(MigrationReply),
+    Peers(PeersReply),
+    Migrations {
+        migrations: Vec<MigrationRecordReply>,
+    },
+    Explain {
+        vm: String,
+        decisions: Vec<DecisionReply>,
+    },
+    /// Drain, pause and resume: what the orchestrator is doing now.
+    Orchestrator {
+        host_id: String,
+        paused: bool,
+        draining: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerReply {
+    pub id: String,
+    pub addr: String,
+    pub up: bool,
+    /// Seconds since the peer last answered.
+    pub last_seen_s: Option<f64>,
+    pub draining: bool,
+    pub capacity_cpu: f64,
+    pub capacity_memory_mib: f64,
+    /// Its forecast plus reservations, upper bound at the first horizon.
+    pub booked_cpu: f64,
+    pub booked_memory_mib: f64,
+    pub headroom_cpu: f64,
+    pub headroom_memory_mib: f64,
+    pub libvirt_uri: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeersReply {
+    pub host_id: String,
+    pub listen: String,
+    pub paused: bool,
+    pub draining: bool,
+    pub dry_run: bool,
+    /// Peer messages refused because they failed authentication.
+    pub auth_failures: u64,
+    pub peers: Vec<PeerReply>,
+}
+
+/// One move the orchestrator tried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationRecordReply {
+    pub at_s: i64,
+    pub vm: String,
+    pub from: String,
+    pub to: Option<String>,
+    pub method: String,
+    pub ok: bool,
+    pub error: Option<String>,
+    /// Offer to granted reservation.
+    pub negotiation_ms: f64,
+    pub total_ms: Option<u64>,
+    pub downtime_ms: Option<u64>,
+    pub bytes: Option<u64>,
+    pub predicted_total_s: f64,
+    pub predicted_downtime_s: f64,
+    /// Every peer's answer to the offer.
+    pub bids: Vec<String>,
+}
+
+/// One planning decision about this host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionReply {
+    pub at_s: i64,
+    pub host: String,
+    /// hot or maintenance.
+    pub trigger: String,
+    pub peak_share: f64,
+    pub peak_resource: String,
+    /// The VM chosen to move, and where.
+    pub vm: Option<String>,
+    pub target: Option<String>,
+    pub method: Option<String>,
+    pub predicted_total_s: Option<f64>,
+    pub predicted_downtime_s: Option<f64>,
+    pub source_after: Option<f64>,
+    pub target_after: Option<f64>,
+    /// Every VM the decision looked at.
+    pub considered: Vec<String>,
+    /// Alternatives not taken, with why.
+    pub rejected: Vec<String>,
+    pub note: Option<String>,
+    /// The figures the planner was given.
+    pub inputs: Vec<String>,
+    /// What was done about it: negotiating, dry run, paused, none.
+    pub action: String,
 }
 
 /// How a migration went, with the cost model's prediction beside what libvirt measured.

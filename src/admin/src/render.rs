@@ -350,6 +350,119 @@ pub fn migration(m: &crate::MigrationReply) -> String {
     out
 }
 
+pub fn peers(p: &crate::PeersReply) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "host {} on {}: automatic moves {}{}{}; {} refused peer message(s)",
+        p.host_id,
+        p.listen,
+        if p.paused { "paused" } else { "on" },
+        if p.draining { ", draining" } else { "" },
+        if p.dry_run { ", dry run" } else { "" },
+        p.auth_failures
+    );
+    if p.peers.is_empty() {
+        let _ = writeln!(out, "no peers ([mesh] peers in the config)");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<16} {:<22} {:<5} {:>10} {:>12} {:>12}  NOTE",
+        "PEER", "ADDRESS", "UP", "CPU cap", "CPU booked", "CPU free"
+    );
+    for peer in &p.peers {
+        let note = match (&peer.error, peer.draining) {
+            (Some(e), _) => e.clone(),
+            (None, true) => "draining".into(),
+            (None, false) => peer.libvirt_uri.clone().unwrap_or_default(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<22} {:<5} {:>10.1} {:>12.2} {:>12.2}  {}",
+            if peer.id.is_empty() { "?" } else { &peer.id },
+            peer.addr,
+            if peer.up { "yes" } else { "no" },
+            peer.capacity_cpu,
+            peer.booked_cpu,
+            peer.headroom_cpu,
+            note
+        );
+    }
+    out
+}
+
+pub fn migrations(list: &[crate::MigrationRecordReply]) -> String {
+    if list.is_empty() {
+        return "no migrations yet\n".into();
+    }
+    let mut out = String::new();
+    let ms = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| format!("{v} ms"));
+    for m in list {
+        let _ = writeln!(
+            out,
+            "{} {} {} → {} by {}: {}; negotiation {:.1} ms, total {}, downtime {}, predicted {:.2} s / {:.3} s",
+            m.at_s,
+            m.vm,
+            m.from,
+            m.to.as_deref().unwrap_or("-"),
+            m.method,
+            if m.ok { "ok".to_string() } else { format!("FAILED ({})", m.error.as_deref().unwrap_or("?")) },
+            m.negotiation_ms,
+            ms(m.total_ms),
+            ms(m.downtime_ms),
+            m.predicted_total_s,
+            m.predicted_downtime_s
+        );
+        for bid in &m.bids {
+            let _ = writeln!(out, "    {bid}");
+        }
+    }
+    out
+}
+
+pub fn explain(vm: &str, decisions: &[crate::DecisionReply]) -> String {
+    if decisions.is_empty() {
+        return format!("no decision has looked at {vm} yet\n");
+    }
+    let mut out = String::new();
+    for d in decisions {
+        let _ = writeln!(
+            out,
+            "{}: host {} {} (peak {} at {:.0}%)",
+            d.at_s,
+            d.host,
+            d.trigger,
+            d.peak_resource,
+            d.peak_share * 100.0
+        );
+        match (&d.vm, &d.target) {
+            (Some(v), Some(t)) => {
+                let _ = writeln!(
+                    out,
+                    "  chose {v} → {t} by {} (predicted {:.2} s, downtime {:.3} s; source after {:.0}%, target after {:.0}%): {}",
+                    d.method.as_deref().unwrap_or("-"),
+                    d.predicted_total_s.unwrap_or(0.0),
+                    d.predicted_downtime_s.unwrap_or(0.0),
+                    d.source_after.unwrap_or(0.0) * 100.0,
+                    d.target_after.unwrap_or(0.0) * 100.0,
+                    d.action
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "  moved nothing: {}", d.note.as_deref().unwrap_or("-"));
+            }
+        }
+        for input in &d.inputs {
+            let _ = writeln!(out, "  input: {input}");
+        }
+        for r in &d.rejected {
+            let _ = writeln!(out, "  rejected: {r}");
+        }
+    }
+    out
+}
+
 fn time(ns: Option<i64>) -> String {
     ns.map_or_else(
         || "-".into(),

@@ -67,6 +67,24 @@ enum Command {
         #[arg(long)]
         dest_xml: Option<PathBuf>,
     },
+    /// The mesh: this host and its peers, their capacity, bookings and headroom.
+    Peers,
+    /// The moves this host's orchestrator tried, with negotiation, timings and predictions.
+    Migrations,
+    /// Why the orchestrator did (or did not) move a VM: inputs, forecast, alternatives rejected.
+    Explain {
+        /// VM name.
+        vm: String,
+    },
+    /// Maintenance: this host takes no VMs and moves every VM to its peers.
+    Drain {
+        /// This host's mesh name (a check against draining the wrong host).
+        host: Option<String>,
+    },
+    /// Stop automatic moves (decisions are still made and explained).
+    Pause,
+    /// Restart automatic moves (and end a drain).
+    Resume,
     /// Start or stop microVMs.
     Vm {
         #[command(subcommand)]
@@ -151,6 +169,12 @@ fn request(command: &Command) -> anyhow::Result<Request> {
         Command::Store {
             command: StoreCommand::Stats,
         } => Request::StoreStats,
+        Command::Peers => Request::Peers,
+        Command::Migrations => Request::Migrations,
+        Command::Explain { vm } => Request::Explain { vm: vm.clone() },
+        Command::Drain { host } => Request::Drain { host: host.clone() },
+        Command::Pause => Request::Pause,
+        Command::Resume => Request::Resume,
         Command::Migrate {
             vm,
             to,
@@ -210,6 +234,18 @@ fn human(reply: &Reply) -> String {
         Reply::StoreStats(stats) => render::store_stats(stats),
         Reply::Predict(predict) => render::predict(predict),
         Reply::Migrated(migration) => render::migration(migration),
+        Reply::Peers(peers) => render::peers(peers),
+        Reply::Migrations { migrations } => render::migrations(migrations),
+        Reply::Explain { vm, decisions } => render::explain(vm, decisions),
+        Reply::Orchestrator {
+            host_id,
+            paused,
+            draining,
+        } => format!(
+            "host {host_id}: automatic moves {}{}\n",
+            if *paused { "paused" } else { "on" },
+            if *draining { ", draining" } else { "" }
+        ),
         Reply::Export { content, .. } => {
             let mut text = content.clone();
             if !text.ends_with('\n') {

@@ -39,6 +39,21 @@
 //! migration_bandwidth_mib_s = 1000  # what a migration link carries, for the cost model
 //! max_downtime_ms = 300        # the pause a migrated guest may see
 //!
+//! [mesh]
+//! enabled = false              # negotiate and carry out moves with peer hosts
+//! host_id = ""                 # this host's name in the mesh; empty: the hostname
+//! listen = "0.0.0.0:7470"      # where peers reach this host (authenticated TCP)
+//! peers = []                   # seed list: "ADDRESS:PORT" of other hosts
+//! key_file = "/etc/augur/mesh.key"  # the mesh's shared key, hexadecimal, 32 bytes or more
+//! libvirt_uri = ""             # the URI peers migrate domains to on this host, e.g. "qemu+tcp://h1/system"
+//! migrate_host = ""            # the address QEMU's migration stream uses on this host
+//! capacity_cpu = 0             # vCPUs this host offers; 0: its online CPUs
+//! capacity_memory_mib = 0      # memory this host offers; 0: MemTotal
+//! limit = 0.8                  # share of capacity predicted demand may fill on a target
+//! lease_s = 120                # how long a target holds a reservation
+//! plan_every_s = 60            # how often the orchestrator looks for a move
+//! dry_run = false              # decide and explain, never move
+//!
 //! [store]
 //! enabled = true               # keep profiles in the embedded store under data_dir/store
 //! retention_days = 30          # drop sealed data older than this
@@ -70,6 +85,44 @@ pub enum Driver {
     Microvm,
     Libvirt,
     None,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MeshConfig {
+    pub enabled: bool,
+    pub host_id: String,
+    pub listen: String,
+    pub peers: Vec<String>,
+    pub key_file: PathBuf,
+    pub libvirt_uri: String,
+    pub migrate_host: String,
+    pub capacity_cpu: f64,
+    pub capacity_memory_mib: u64,
+    pub limit: f64,
+    pub lease_s: u64,
+    pub plan_every_s: u64,
+    pub dry_run: bool,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            host_id: String::new(),
+            listen: "0.0.0.0:7470".into(),
+            peers: Vec::new(),
+            key_file: PathBuf::from("/etc/augur/mesh.key"),
+            libvirt_uri: String::new(),
+            migrate_host: String::new(),
+            capacity_cpu: 0.0,
+            capacity_memory_mib: 0,
+            limit: 0.8,
+            lease_s: 120,
+            plan_every_s: 60,
+            dry_run: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -196,6 +249,7 @@ pub struct Config {
     pub log: String,
     pub microvm: MicrovmConfig,
     pub libvirt: LibvirtConfig,
+    pub mesh: MeshConfig,
     pub store: StoreConfig,
     pub forecast: ForecastConfig,
     pub sensing: SensingConfig,
@@ -215,6 +269,7 @@ impl Default for Config {
             log: "info".into(),
             microvm: MicrovmConfig::default(),
             libvirt: LibvirtConfig::default(),
+            mesh: MeshConfig::default(),
             store: StoreConfig::default(),
             forecast: ForecastConfig::default(),
             sensing: SensingConfig::default(),
@@ -376,6 +431,52 @@ impl Config {
                 1..=1_000_000,
             ),
             ("libvirt.max_downtime_ms", lv.max_downtime_ms, 1..=60_000),
+        ] {
+            if !range.contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("{value} is outside {}..={}", range.start(), range.end()),
+                ));
+            }
+        }
+        let mesh = &self.mesh;
+        if mesh.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "mesh.listen",
+                format!(
+                    "{:?} is not an address and port such as \"0.0.0.0:7470\"",
+                    mesh.listen
+                ),
+            ));
+        }
+        if let Some(bad) = mesh
+            .peers
+            .iter()
+            .find(|p| std::net::ToSocketAddrs::to_socket_addrs(p.as_str()).is_err())
+        {
+            return Err(invalid(
+                "mesh.peers",
+                format!("{bad:?} is not HOST:PORT (or does not resolve)"),
+            ));
+        }
+        if !(mesh.limit > 0.0 && mesh.limit <= 1.0) {
+            return Err(invalid(
+                "mesh.limit",
+                format!("{} is outside (0, 1]", mesh.limit),
+            ));
+        }
+        if !(mesh.capacity_cpu >= 0.0 && mesh.capacity_cpu.is_finite()) {
+            return Err(invalid(
+                "mesh.capacity_cpu",
+                format!(
+                    "{} must be 0 (automatic) or a positive number",
+                    mesh.capacity_cpu
+                ),
+            ));
+        }
+        for (key, value, range) in [
+            ("mesh.lease_s", mesh.lease_s, 1..=600),
+            ("mesh.plan_every_s", mesh.plan_every_s, 1..=86_400),
         ] {
             if !range.contains(&value) {
                 return Err(invalid(

@@ -36,6 +36,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         host.start_threads()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let server = tokio::spawn(socket.serve(host.clone(), stop_rx.clone()));
+        crate::orchestrator::start(&host, stop_rx.clone()).await?;
         if let Ok(addr) = host.config.metrics_listen.parse() {
             let (metrics, _) = crate::metrics::MetricsServer::bind(addr).await?;
             tokio::spawn(metrics.serve(host.clone(), stop_rx));

@@ -85,6 +85,8 @@ pub struct Host {
     forecaster: Option<crate::forecast::Forecaster>,
     /// The libvirt domains (driver = "libvirt"). Lock order: vms, domains, profiler, store.
     domains: Mutex<Option<crate::domains::Domains>>,
+    /// The mesh member and orchestrator ([mesh] enabled).
+    orchestrator: Option<Arc<crate::orchestrator::Orchestrator>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -147,6 +149,14 @@ impl Host {
             }
             _ => None,
         };
+        let orchestrator = if config.mesh.enabled {
+            Some(Arc::new(
+                crate::orchestrator::Orchestrator::new(&config.mesh)
+                    .map_err(|e| anyhow::anyhow!("[mesh]: {e}"))?,
+            ))
+        } else {
+            None
+        };
         let capabilities = Capabilities {
             libvirt: domains.is_some(),
             kvm: kvm.is_some(),
@@ -193,6 +203,7 @@ impl Host {
             starting: Mutex::new(()),
             store: Mutex::new(store),
             domains: Mutex::new(domains),
+            orchestrator,
         }))
     }
 
@@ -462,6 +473,11 @@ impl Host {
                 warn!(%error, kind, "event not stored");
             }
         }
+    }
+
+    /// The mesh member and orchestrator, if the mesh is enabled.
+    pub fn orchestrator(&self) -> Option<&Arc<crate::orchestrator::Orchestrator>> {
+        self.orchestrator.as_ref()
     }
 
     /// Runs `f` on the libvirt domains, if this host has the libvirt driver.

@@ -10,6 +10,7 @@ pub mod forecast;
 pub mod host;
 pub mod metrics;
 mod notify;
+pub mod orchestrator;
 pub mod recorder;
 pub mod server;
 mod summary;

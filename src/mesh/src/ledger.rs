@@ -237,6 +237,66 @@ impl Ledger {
             .collect()
     }
 
+    pub fn capacity(&self) -> Demand {
+        self.capacity
+    }
+
+    pub fn limit(&self) -> f64 {
+        self.limit
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Its own forecast, live reservations and arrived VMs, at each of its horizons.
+    pub fn booked(&self, now: Instant) -> Vec<HorizonDemand> {
+        let horizons: Vec<u32> = if self.own.is_empty() {
+            vec![300]
+        } else {
+            self.own.iter().map(|h| h.horizon_s).collect()
+        };
+        horizons
+            .into_iter()
+            .map(|horizon_s| {
+                let own = self
+                    .own
+                    .iter()
+                    .find(|h| h.horizon_s == horizon_s)
+                    .copied()
+                    .unwrap_or(HorizonDemand {
+                        horizon_s,
+                        mean: Demand::default(),
+                        upper: Demand::default(),
+                    });
+                let mut mean = own.mean;
+                let mut upper = own.upper;
+                let others = self
+                    .reservations
+                    .values()
+                    .filter(|r| r.expires > now)
+                    .map(|r| &r.offer)
+                    .chain(self.arrived.values());
+                for o in others {
+                    upper = upper.plus(&upper_at(&o.forecast, horizon_s));
+                    let m = o
+                        .forecast
+                        .iter()
+                        .filter(|h| h.horizon_s >= horizon_s)
+                        .min_by_key(|h| h.horizon_s)
+                        .map(|h| h.mean)
+                        .unwrap_or_default();
+                    mean = mean.plus(&m);
+                }
+                HorizonDemand {
+                    horizon_s,
+                    mean,
+                    upper,
+                }
+            })
+            .collect()
+    }
+
     /// What this host could still take at each of its horizons (capacity × limit − booked).
     pub fn headroom(&self, now: Instant) -> Vec<HorizonDemand> {
         let horizons: Vec<u32> = if self.own.is_empty() {

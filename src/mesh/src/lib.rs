@@ -45,6 +45,6 @@ pub mod node;
 
 pub use key::{KeyError, MeshKey, MIN_KEY_BYTES};
 pub use ledger::{Ledger, LedgerError, Reservation};
-pub use message::{Demand, Envelope, HorizonDemand, HostId, LeaseId, Message, Offer};
+pub use message::{Demand, Envelope, HorizonDemand, HostId, LeaseId, Message, Offer, PeerInfo};
 pub use negotiate::{commit, negotiate, release, BidOutcome, Grant, Negotiation, Peer};
 pub use node::{MeshError, Node};

@@ -52,6 +52,17 @@ pub struct HorizonDemand {
     pub upper: Demand,
 }
 
+/// How to reach a host's VMs and whether it takes any: advertised in every `Pong`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The libvirt URI sources migrate domains to.
+    pub libvirt_uri: Option<String>,
+    /// The address QEMU's migration stream should use on this host.
+    pub migrate_host: Option<String>,
+    /// In maintenance: takes no VMs.
+    pub draining: bool,
+}
+
 /// A source's proposal to move one VM.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Offer {
@@ -101,7 +112,13 @@ pub enum Message {
     /// Liveness and what the host could still take at each horizon.
     Ping,
     Pong {
+        /// What the host could still take at each horizon.
         headroom: Vec<HorizonDemand>,
+        capacity: Demand,
+        /// Its own forecast plus what it reserved and received, at each horizon.
+        booked: Vec<HorizonDemand>,
+        #[serde(default)]
+        info: PeerInfo,
     },
     /// Source → target: would you take this VM?
     Offer(Offer),

@@ -5,7 +5,7 @@
 use crate::frame::{self, FrameError, ReplayGuard, HEADER_LEN};
 use crate::key::MeshKey;
 use crate::ledger::Ledger;
-use crate::message::{Envelope, HostId, Message};
+use crate::message::{Envelope, HostId, Message, PeerInfo};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -59,6 +59,8 @@ pub struct Node {
     last_auth_log: Mutex<Option<Instant>>,
     /// Frames refused because they failed authentication.
     pub auth_failures: AtomicU64,
+    /// What this host advertises to peers.
+    pub info: Mutex<PeerInfo>,
 }
 
 impl Node {
@@ -72,6 +74,7 @@ impl Node {
             guard: Mutex::new(ReplayGuard::default()),
             last_auth_log: Mutex::new(None),
             auth_failures: AtomicU64::new(0),
+            info: Mutex::new(PeerInfo::default()),
         })
     }
 
@@ -95,6 +98,12 @@ impl Node {
         match msg {
             Message::Ping => Message::Pong {
                 headroom: ledger.headroom(now),
+                capacity: ledger.capacity(),
+                booked: ledger.booked(now),
+                info: PeerInfo {
+                    draining: ledger.is_draining(),
+                    ..lock(&self.info).clone()
+                },
             },
             Message::Offer(offer) => match ledger.headroom_with(&offer, now) {
                 Ok(headroom) => Message::Bid {

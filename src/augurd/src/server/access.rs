@@ -33,7 +33,12 @@ pub struct AccessPolicy {
 pub fn is_mutating(request: &Request) -> bool {
     matches!(
         request,
-        Request::VmStart { .. } | Request::VmStop { .. } | Request::Migrate(_)
+        Request::VmStart { .. }
+            | Request::VmStop { .. }
+            | Request::Migrate(_)
+            | Request::Drain { .. }
+            | Request::Pause
+            | Request::Resume
     )
 }
 

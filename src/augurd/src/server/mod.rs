@@ -5,6 +5,7 @@
 //! make the daemon buffer without limit.
 
 pub mod access;
+mod mesh;
 mod migrate;
 mod status;
 pub(crate) mod store;
@@ -29,8 +30,14 @@ pub const MAX_CONNECTIONS: usize = 64;
 const LINGER_BYTES: u64 = 4 * MAX_LINE as u64;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 /// Request types this build knows, to tell an unknown request from a malformed one.
-const KNOWN_REQUESTS: [&str; 9] = [
+const KNOWN_REQUESTS: [&str; 15] = [
     "migrate",
+    "peers",
+    "migrations",
+    "explain",
+    "drain",
+    "pause",
+    "resume",
     "status",
     "vms",
     "profile",
@@ -220,6 +227,12 @@ async fn dispatch(host: &Arc<Host>, request: Request) -> Result<Reply, AdminErro
             blocking(move || vm_stop::apply(&host, &vm)).await
         }
         Request::StoreStats => store::apply_stats(host),
+        Request::Peers
+        | Request::Migrations
+        | Request::Explain { .. }
+        | Request::Drain { .. }
+        | Request::Pause
+        | Request::Resume => mesh::apply(host, request),
         Request::Migrate(request) => {
             let host = host.clone();
             blocking(move || migrate::apply(&host, &request)).await

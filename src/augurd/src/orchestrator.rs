@@ -1,0 +1,688 @@
+//! The orchestrator loop of one host: sense → profile → forecast → plan → negotiate → migrate →
+//! record, with no central controller.
+//!
+//! Every `plan_every_s` (every 2 s while draining) it asks its peers for their capacity and
+//! bookings (authenticated `Ping`), builds the planner's view of the mesh (this host's VMs with
+//! their forecasts; each peer as its capacity holding its booked demand), and runs augur-plan.
+//! A move the plan proposes from this host is offered to the peers; the best bidder reserves
+//! room under a lease; the domain is live-migrated through libvirt to that peer's advertised URI;
+//! the lease is committed, or released if anything failed (the VM stays where it was). Every
+//! decision and every migration is kept for `augurctl explain` and `augurctl migrations`, and
+//! written to the store's events. Paused, or in dry-run, it decides and explains but does not
+//! move.
+
+use crate::config::MeshConfig;
+use crate::host::Host;
+use augur_admin::{DecisionReply, MigrationRecordReply, PeerReply, PeersReply};
+use augur_libvirt::MigrationRequest;
+use augur_mesh::{Demand, HorizonDemand, Ledger, MeshKey, Message, Node, Offer, Peer, PeerInfo};
+use augur_plan::{plan, Cluster, Host as PlanHost, MoveRecord, Resources, Rules, Vm as PlanVm};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+const MIB: f64 = 1024.0 * 1024.0;
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+const KEEP_RECORDS: usize = 512;
+const DRAIN_EVERY: Duration = Duration::from_secs(2);
+/// The planning horizon: the first forecast horizon.
+const HORIZON_S: u32 = 300;
+/// Without a trained model, a VM's upper bound is its current demand with this margin.
+const FALLBACK_MARGIN: f64 = 1.25;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_s() -> i64 {
+    (crate::host::now_ns() / 1_000_000_000) as i64
+}
+
+#[derive(Debug, Clone, Default)]
+struct PeerState {
+    id: Option<String>,
+    last_seen: Option<Instant>,
+    capacity: Demand,
+    booked: Vec<HorizonDemand>,
+    headroom: Vec<HorizonDemand>,
+    info: PeerInfo,
+    error: Option<String>,
+}
+
+impl PeerState {
+    fn up(&self) -> bool {
+        self.error.is_none() && self.last_seen.is_some()
+    }
+}
+
+/// One host's mesh member and orchestrator.
+#[derive(Debug)]
+pub struct Orchestrator {
+    pub node: Arc<Node>,
+    config: MeshConfig,
+    seeds: Vec<SocketAddr>,
+    peers: Mutex<BTreeMap<SocketAddr, PeerState>>,
+    paused: AtomicBool,
+    draining: AtomicBool,
+    decisions: Mutex<VecDeque<DecisionReply>>,
+    migrations: Mutex<VecDeque<MigrationRecordReply>>,
+    history: Mutex<Vec<MoveRecord>>,
+    wake: Notify,
+    next_offer: AtomicU64,
+    /// Set once the listener is bound (for tests that ask for port 0).
+    pub listen_addr: Mutex<Option<SocketAddr>>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "augur-host".into())
+}
+
+fn mem_total_mib() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+impl Orchestrator {
+    /// The mesh member described by `config` (not yet listening).
+    pub fn new(config: &MeshConfig) -> anyhow::Result<Self> {
+        let key = MeshKey::load(&config.key_file)?;
+        let capacity = Demand {
+            cpu: if config.capacity_cpu > 0.0 {
+                config.capacity_cpu
+            } else {
+                std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+            },
+            memory_mib: if config.capacity_memory_mib > 0 {
+                config.capacity_memory_mib as f64
+            } else {
+                mem_total_mib()
+            },
+            disk_bps: 0.0,
+            net_bps: 0.0,
+        };
+        let id = if config.host_id.is_empty() {
+            hostname()
+        } else {
+            config.host_id.clone()
+        };
+        let node = Node::new(id, key, Ledger::new(capacity, config.limit));
+        *node.info.lock().unwrap_or_else(|p| p.into_inner()) = PeerInfo {
+            libvirt_uri: (!config.libvirt_uri.is_empty()).then(|| config.libvirt_uri.clone()),
+            migrate_host: (!config.migrate_host.is_empty()).then(|| config.migrate_host.clone()),
+            draining: false,
+        };
+        let seeds = config
+            .peers
+            .iter()
+            .filter_map(|p| {
+                std::net::ToSocketAddrs::to_socket_addrs(p.as_str())
+                    .ok()?
+                    .next()
+            })
+            .collect();
+        Ok(Self {
+            node,
+            config: config.clone(),
+            seeds,
+            peers: Mutex::new(BTreeMap::new()),
+            paused: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            decisions: Mutex::new(VecDeque::new()),
+            migrations: Mutex::new(VecDeque::new()),
+            history: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            next_offer: AtomicU64::new(1),
+            listen_addr: Mutex::new(None),
+        })
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        info!(
+            paused,
+            "automatic moves {}",
+            if paused { "paused" } else { "resumed" }
+        );
+    }
+
+    /// Maintenance: take no VMs, move every VM away.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        lock(&self.node.ledger).set_draining(true);
+        info!(host = %self.node.id, "draining: moving every VM away, taking none in");
+        self.wake.notify_one();
+    }
+
+    pub fn undrain(&self) {
+        self.draining.store(false, Ordering::Release);
+        lock(&self.node.ledger).set_draining(false);
+    }
+
+    pub fn peers(&self) -> PeersReply {
+        let peers = lock(&self.peers)
+            .iter()
+            .map(|(addr, p)| {
+                let first = |v: &[HorizonDemand]| v.first().map(|h| h.upper).unwrap_or_default();
+                PeerReply {
+                    id: p.id.clone().unwrap_or_default(),
+                    addr: addr.to_string(),
+                    up: p.up(),
+                    last_seen_s: p.last_seen.map(|t| t.elapsed().as_secs_f64()),
+                    draining: p.info.draining,
+                    capacity_cpu: p.capacity.cpu,
+                    capacity_memory_mib: p.capacity.memory_mib,
+                    booked_cpu: first(&p.booked).cpu,
+                    booked_memory_mib: first(&p.booked).memory_mib,
+                    headroom_cpu: first(&p.headroom).cpu,
+                    headroom_memory_mib: first(&p.headroom).memory_mib,
+                    libvirt_uri: p.info.libvirt_uri.clone(),
+                    error: p.error.clone(),
+                }
+            })
+            .collect();
+        PeersReply {
+            host_id: self.node.id.clone(),
+            listen: lock(&self.listen_addr)
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            paused: self.paused.load(Ordering::Acquire),
+            draining: self.draining.load(Ordering::Acquire),
+            dry_run: self.config.dry_run,
+            auth_failures: self.node.auth_failures.load(Ordering::Relaxed),
+            peers,
+        }
+    }
+
+    pub fn migrations(&self) -> Vec<MigrationRecordReply> {
+        lock(&self.migrations).iter().cloned().collect()
+    }
+
+    /// The decisions that named `vm`, oldest first.
+    pub fn explain(&self, vm: &str) -> Vec<DecisionReply> {
+        lock(&self.decisions)
+            .iter()
+            .filter(|d| d.vm.as_deref() == Some(vm) || d.considered.iter().any(|c| c == vm))
+            .cloned()
+            .collect()
+    }
+
+    /// Asks every known peer and every seed for its state.
+    async fn refresh_peers(&self) {
+        let mut addrs: Vec<SocketAddr> = self.seeds.clone();
+        addrs.extend(lock(&self.peers).keys().copied());
+        addrs.sort();
+        addrs.dedup();
+        let own = *lock(&self.listen_addr);
+        for addr in addrs.into_iter().filter(|a| Some(*a) != own) {
+            let answer = self.node.request(addr, Message::Ping, PEER_TIMEOUT).await;
+            let mut peers = lock(&self.peers);
+            let state = peers.entry(addr).or_default();
+            match answer {
+                Ok(reply) => match reply.msg {
+                    Message::Pong {
+                        headroom,
+                        capacity,
+                        booked,
+                        info,
+                    } if capacity.is_sane() => {
+                        state.id = Some(reply.from);
+                        state.last_seen = Some(Instant::now());
+                        state.capacity = capacity;
+                        state.booked = booked;
+                        state.headroom = headroom;
+                        state.info = info;
+                        state.error = None;
+                    }
+                    other => state.error = Some(format!("unexpected answer to a ping: {other:?}")),
+                },
+                Err(e) => state.error = Some(e.to_string()),
+            }
+        }
+    }
+
+    fn record_decision(&self, host: &Host, decision: DecisionReply) {
+        host.record_event(
+            "decision",
+            None,
+            serde_json::to_value(&decision).unwrap_or_default(),
+        );
+        let mut d = lock(&self.decisions);
+        d.push_back(decision);
+        while d.len() > KEEP_RECORDS {
+            d.pop_front();
+        }
+    }
+
+    fn record_migration(&self, host: &Host, record: MigrationRecordReply) {
+        host.record_event(
+            "migration",
+            None,
+            serde_json::to_value(&record).unwrap_or_default(),
+        );
+        let mut m = lock(&self.migrations);
+        m.push_back(record);
+        while m.len() > KEEP_RECORDS {
+            m.pop_front();
+        }
+    }
+
+    /// One pass of the loop.
+    pub async fn tick(&self, host: &Arc<Host>) {
+        self.refresh_peers().await;
+        let local = local_view(host, &self.node.id, self.draining.load(Ordering::Acquire));
+        // What this host says of itself to peers: its VMs' forecast.
+        {
+            let own = vec![HorizonDemand {
+                horizon_s: HORIZON_S,
+                mean: to_demand(
+                    &local
+                        .host
+                        .vms
+                        .iter()
+                        .fold(Resources::default(), |a, v| a.add(&v.forecast_mean)),
+                ),
+                upper: to_demand(&local.host.demand_upper()),
+            }];
+            let present: Vec<String> = local.host.vms.iter().map(|v| v.id.clone()).collect();
+            lock(&self.node.ledger).set_own(own, &present);
+        }
+        let mut hosts = vec![local.host.clone()];
+        let peers: Vec<(SocketAddr, PeerState)> = lock(&self.peers)
+            .iter()
+            .filter(|(_, p)| p.up())
+            .map(|(a, p)| (*a, p.clone()))
+            .collect();
+        for (_, p) in &peers {
+            hosts.push(peer_host(p));
+        }
+        let cluster = Cluster {
+            hosts,
+            now_s: now_s(),
+            history: lock(&self.history).clone(),
+            migrating: 0,
+        };
+        let rules = Rules {
+            target_share: self.config.limit.min(0.8),
+            link: augur_plan::cost::Link {
+                bandwidth: host.config.libvirt.migration_bandwidth_mib_s as f64 * MIB,
+                max_downtime_s: host.config.libvirt.max_downtime_ms as f64 / 1000.0,
+                ..Default::default()
+            },
+            ..Rules::default()
+        };
+        let plan = plan(&cluster, &rules);
+        let paused = self.paused.load(Ordering::Acquire);
+        for decision in plan.decisions.iter().filter(|d| d.host == self.node.id) {
+            let chosen = decision.chosen.as_ref();
+            self.record_decision(
+                host,
+                DecisionReply {
+                    at_s: cluster.now_s,
+                    host: decision.host.clone(),
+                    trigger: decision.trigger.clone(),
+                    peak_share: decision.peak_share,
+                    peak_resource: decision.peak_resource.clone(),
+                    vm: chosen.map(|m| m.vm.clone()),
+                    target: chosen.map(|m| m.to.clone()),
+                    method: chosen.map(|m| m.cost.method.as_str().to_string()),
+                    predicted_total_s: chosen.map(|m| m.cost.total_s),
+                    predicted_downtime_s: chosen.map(|m| m.cost.downtime_s),
+                    source_after: chosen.map(|m| m.source_after),
+                    target_after: chosen.map(|m| m.target_after),
+                    considered: local.host.vms.iter().map(|v| v.id.clone()).collect(),
+                    rejected: decision
+                        .rejected
+                        .iter()
+                        .map(|r| match &r.target {
+                            Some(t) => format!("{} → {t}: {}", r.vm, r.reason),
+                            None => format!("{}: {}", r.vm, r.reason),
+                        })
+                        .collect(),
+                    note: decision.note.clone(),
+                    inputs: local.inputs.clone(),
+                    action: if chosen.is_none() {
+                        "none".into()
+                    } else if self.config.dry_run {
+                        "dry run: not moved".into()
+                    } else if paused {
+                        "paused: not moved".into()
+                    } else {
+                        "negotiating".into()
+                    },
+                },
+            );
+        }
+        if paused || self.config.dry_run {
+            return;
+        }
+        let Some(chosen) = plan.moves.iter().find(|m| m.from == self.node.id) else {
+            return;
+        };
+        let Some(vm) = local.host.vms.iter().find(|v| v.id == chosen.vm) else {
+            return;
+        };
+        self.carry_out(host, vm, chosen, &peers).await;
+    }
+
+    async fn carry_out(
+        &self,
+        host: &Arc<Host>,
+        vm: &PlanVm,
+        chosen: &augur_plan::Move,
+        peers: &[(SocketAddr, PeerState)],
+    ) {
+        let offer = Offer {
+            offer_id: self.next_offer.fetch_add(1, Ordering::Relaxed),
+            vm: vm.id.clone(),
+            memory_mib: (vm.memory / MIB) as u64,
+            vcpus: vm.current.cpu.ceil().max(1.0) as u32,
+            forecast: vec![HorizonDemand {
+                horizon_s: HORIZON_S,
+                mean: to_demand(&vm.forecast_mean),
+                upper: to_demand(&vm.forecast_upper),
+            }],
+            migration_s: chosen.cost.total_s,
+        };
+        // The planner's choice first; the others can bid too, and the best bid wins.
+        let mut candidates: Vec<Peer> = peers
+            .iter()
+            .filter(|(_, p)| !p.info.draining && p.info.libvirt_uri.is_some())
+            .map(|(addr, p)| Peer {
+                id: p.id.clone().unwrap_or_default(),
+                addr: *addr,
+            })
+            .collect();
+        candidates.sort_by_key(|p| p.id != chosen.to);
+        let lease = Duration::from_secs(self.config.lease_s);
+        let started = Instant::now();
+        let negotiation =
+            augur_mesh::negotiate(&self.node, offer, &candidates, lease, PEER_TIMEOUT).await;
+        let negotiation_ms = started.elapsed().as_secs_f64() * 1e3;
+        let bids: Vec<String> = negotiation
+            .bids
+            .iter()
+            .map(|(h, b)| format!("{h}: {b:?}"))
+            .chain(
+                negotiation
+                    .refusals
+                    .iter()
+                    .map(|(h, r)| format!("{h}: reservation refused: {r}")),
+            )
+            .collect();
+        let mut record = MigrationRecordReply {
+            at_s: now_s(),
+            vm: vm.id.clone(),
+            from: self.node.id.clone(),
+            to: None,
+            method: chosen.cost.method.as_str().to_string(),
+            ok: false,
+            error: None,
+            negotiation_ms,
+            total_ms: None,
+            downtime_ms: None,
+            bytes: None,
+            predicted_total_s: chosen.cost.total_s,
+            predicted_downtime_s: chosen.cost.downtime_s,
+            bids,
+        };
+        let Some(grant) = negotiation.grant else {
+            record.error = Some("no peer granted a reservation".into());
+            warn!(vm = %vm.id, "no peer would take the VM");
+            self.record_migration(host, record);
+            return;
+        };
+        record.to = Some(grant.peer.id.clone());
+        let info = peers
+            .iter()
+            .find(|(a, _)| *a == grant.peer.addr)
+            .map(|(_, p)| p.info.clone())
+            .unwrap_or_default();
+        let request = MigrationRequest {
+            dest_uri: info.libvirt_uri.clone().unwrap_or_default(),
+            migrate_uri: info.migrate_host.as_ref().map(|h| format!("tcp://{h}")),
+            method: chosen.cost.method,
+            dest_xml: None,
+        };
+        info!(vm = %vm.id, to = %grant.peer.id, lease = grant.lease, "reservation granted: migrating");
+        let conn = host.with_domains(|d| d.connection());
+        let name = vm.id.clone();
+        let report = match conn {
+            Some(conn) => tokio::task::spawn_blocking(move || conn.migrate(&name, &request))
+                .await
+                .ok(),
+            None => None,
+        };
+        host.with_domains(|d| d.refresh_soon());
+        match report {
+            Some(r) if r.ok => {
+                record.ok = true;
+                record.total_ms = r.total_ms;
+                record.downtime_ms = r.downtime_ms;
+                record.bytes = r.bytes;
+                if let Err(e) = augur_mesh::commit(&self.node, &grant, PEER_TIMEOUT).await {
+                    // The VM runs on the target either way; its lease will lapse there and its
+                    // own forecast will hold the VM.
+                    warn!(vm = %vm.id, error = %e, "commit not acknowledged");
+                }
+                lock(&self.history).push(MoveRecord {
+                    vm: vm.id.clone(),
+                    at_s: now_s(),
+                });
+                info!(vm = %vm.id, to = %grant.peer.id, total_ms = ?r.total_ms, downtime_ms = ?r.downtime_ms, "moved");
+            }
+            other => {
+                record.error = Some(match other {
+                    Some(r) => r.error.unwrap_or_else(|| "migration failed".into()),
+                    None => "this host has no libvirt driver to migrate with".into(),
+                });
+                if let Err(e) = augur_mesh::release(&self.node, &grant, PEER_TIMEOUT).await {
+                    warn!(vm = %vm.id, error = %e, "release not acknowledged; the lease will lapse");
+                }
+                warn!(vm = %vm.id, error = ?record.error, "move failed; the VM stays here");
+            }
+        }
+        self.record_migration(host, record);
+    }
+}
+
+fn to_demand(r: &Resources) -> Demand {
+    Demand {
+        cpu: r.cpu,
+        memory_mib: r.mem / MIB,
+        disk_bps: r.disk,
+        net_bps: r.net,
+    }
+}
+
+fn from_demand(d: &Demand) -> Resources {
+    Resources {
+        cpu: d.cpu,
+        mem: d.memory_mib * MIB,
+        disk: d.disk_bps,
+        net: d.net_bps,
+    }
+}
+
+/// A peer as the planner sees it: its capacity holding one pinned load of everything it booked.
+fn peer_host(p: &PeerState) -> PlanHost {
+    let booked = p.booked.first().copied().unwrap_or(HorizonDemand {
+        horizon_s: HORIZON_S,
+        mean: Demand::default(),
+        upper: Demand::default(),
+    });
+    let id = p.id.clone().unwrap_or_default();
+    PlanHost {
+        id: id.clone(),
+        capacity: from_demand(&p.capacity),
+        vms: vec![PlanVm {
+            id: format!("({id} booked)"),
+            current: from_demand(&booked.mean),
+            forecast_mean: from_demand(&booked.mean),
+            forecast_upper: from_demand(&booked.upper),
+            memory: 0.0,
+            working_set: 0.0,
+            dirty_rate: 0.0,
+            pinned: true,
+            affinity_group: None,
+            anti_affinity_group: None,
+        }],
+        maintenance: p.info.draining,
+        migrating: 0,
+        reserved: Resources::default(),
+    }
+}
+
+struct LocalView {
+    host: PlanHost,
+    /// What the planner was given, per VM, for explanations.
+    inputs: Vec<String>,
+}
+
+/// This host's VMs with their forecasts, as the planner sees them.
+fn local_view(host: &Arc<Host>, id: &str, draining: bool) -> LocalView {
+    let mut inputs = Vec::new();
+    let vms: Vec<PlanVm> = host
+        .with_domains(|d| {
+            d.iter()
+                .map(|dom| (dom.xml.name.clone(), dom.id, dom.xml.memory_kib, dom.xml.vcpus))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, vm_id, memory_kib, vcpus)| {
+            let w = host.current_window(vm_id).unwrap_or_default();
+            let memory = memory_kib as f64 * 1024.0;
+            let current = Resources {
+                cpu: w.cpu_vcpus.unwrap_or(0.0).min(vcpus as f64),
+                mem: memory,
+                disk: w.disk_read_bytes_per_s.unwrap_or(0.0) + w.disk_write_bytes_per_s.unwrap_or(0.0),
+                net: w.net_rx_bytes_per_s.unwrap_or(0.0) + w.net_tx_bytes_per_s.unwrap_or(0.0),
+            };
+            let (mean, upper, source) = match forecast(host, &name) {
+                Some((mean, upper)) => (mean, upper, "augur-gbt forecast"),
+                None => (
+                    current,
+                    Resources {
+                        cpu: (current.cpu * FALLBACK_MARGIN).min(vcpus as f64),
+                        ..current
+                    },
+                    "no trained model yet: current demand, upper +25%",
+                ),
+            };
+            let dirty = w.dirty_mib_per_s.unwrap_or(0.0) * MIB;
+            let working_set = w
+                .guest
+                .as_ref()
+                .and_then(|g| g.active_mib)
+                .map_or(memory, |m| m * MIB);
+            inputs.push(format!(
+                "{name}: cpu now {:.2}, mean {:.2}, upper {:.2} vCPU ({source}); memory {:.0} MiB; dirty {:.1} MiB/s",
+                current.cpu,
+                mean.cpu,
+                upper.cpu,
+                memory / MIB,
+                dirty / MIB
+            ));
+            PlanVm {
+                id: name,
+                current,
+                forecast_mean: mean,
+                forecast_upper: upper,
+                memory,
+                working_set,
+                dirty_rate: dirty,
+                pinned: false,
+                affinity_group: None,
+                anti_affinity_group: None,
+            }
+        })
+        .collect();
+    let capacity = {
+        let own = host.orchestrator().map(|o| lock(&o.node.ledger).capacity());
+        own.map(|c| from_demand(&c)).unwrap_or_default()
+    };
+    LocalView {
+        host: PlanHost {
+            id: id.to_string(),
+            capacity,
+            vms,
+            maintenance: draining,
+            migrating: 0,
+            reserved: Resources::default(),
+        },
+        inputs,
+    }
+}
+
+/// The CPU forecast at the planning horizon from the trained model, with memory as allocated.
+fn forecast(host: &Arc<Host>, name: &str) -> Option<(Resources, Resources)> {
+    let reply = host.predict(name).ok()?;
+    let cpu = reply.resources.iter().find(|r| r.resource == "cpu")?;
+    let h = cpu
+        .horizons
+        .iter()
+        .find(|h| h.horizon_s == HORIZON_S as i64)
+        .or(cpu.horizons.first())?;
+    let base = Resources::default();
+    Some((
+        Resources {
+            cpu: h.mean.max(0.0),
+            ..base
+        },
+        Resources {
+            cpu: h.upper.max(0.0),
+            ..base
+        },
+    ))
+}
+
+/// Binds the mesh listener and runs the loop, if the mesh is enabled.
+pub async fn start(host: &Arc<Host>, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let Some(orchestrator) = host.orchestrator().cloned() else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(&host.config.mesh.listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen for peers on {}: {e}",
+                host.config.mesh.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    *lock(&orchestrator.listen_addr) = Some(addr);
+    info!(%addr, host = %orchestrator.node.id, peers = orchestrator.seeds.len(), dry_run = orchestrator.config.dry_run, "mesh listening");
+    tokio::spawn(orchestrator.node.clone().serve(listener, stop.clone()));
+    let host = host.clone();
+    tokio::spawn(async move {
+        let mut stop = stop;
+        loop {
+            let every = if orchestrator.draining.load(Ordering::Acquire) {
+                DRAIN_EVERY
+            } else {
+                Duration::from_secs(orchestrator.config.plan_every_s)
+            };
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = orchestrator.wake.notified() => {}
+                _ = tokio::time::sleep(every) => {}
+            }
+            orchestrator.tick(&host).await;
+        }
+    });
+    Ok(())
+}
