@@ -128,7 +128,7 @@ fn draining_a_host_moves_its_domain_through_the_mesh() {
         let Reply::Peers(p) = call(&a, Request::Peers) else {
             return None;
         };
-        let b_up = p.peers.iter().any(|x| x.id == "host-b" && x.up);
+        let b_up = p.peers.iter().any(|x| x.id == "host-b" && x.up && x.gossip);
         let c_refused = p
             .peers
             .iter()

@@ -203,6 +203,9 @@ pub struct PeerReply {
     pub headroom_memory_mib: f64,
     pub libvirt_uri: Option<String>,
     pub error: Option<String>,
+    /// Alive according to gossip (SWIM membership).
+    #[serde(default)]
+    pub gossip: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

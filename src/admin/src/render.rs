@@ -368,8 +368,8 @@ pub fn peers(p: &crate::PeersReply) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<16} {:<22} {:<5} {:>10} {:>12} {:>12}  NOTE",
-        "PEER", "ADDRESS", "UP", "CPU cap", "CPU booked", "CPU free"
+        "{:<16} {:<22} {:<5} {:<7} {:>10} {:>12} {:>12}  NOTE",
+        "PEER", "ADDRESS", "UP", "GOSSIP", "CPU cap", "CPU booked", "CPU free"
     );
     for peer in &p.peers {
         let note = match (&peer.error, peer.draining) {
@@ -379,10 +379,11 @@ pub fn peers(p: &crate::PeersReply) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<16} {:<22} {:<5} {:>10.1} {:>12.2} {:>12.2}  {}",
+            "{:<16} {:<22} {:<5} {:<7} {:>10.1} {:>12.2} {:>12.2}  {}",
             if peer.id.is_empty() { "?" } else { &peer.id },
             peer.addr,
             if peer.up { "yes" } else { "no" },
+            if peer.gossip { "alive" } else { "-" },
             peer.capacity_cpu,
             peer.booked_cpu,
             peer.headroom_cpu,

@@ -42,7 +42,8 @@
 //! [mesh]
 //! enabled = false              # negotiate and carry out moves with peer hosts
 //! host_id = ""                 # this host's name in the mesh; empty: the hostname
-//! listen = "0.0.0.0:7470"      # where peers reach this host (authenticated TCP)
+//! listen = "0.0.0.0:7470"      # where peers reach this host: TCP for negotiation, UDP for gossip
+//! advertise = ""               # the address peers should use; needed when listen is 0.0.0.0
 //! peers = []                   # seed list: "ADDRESS:PORT" of other hosts
 //! key_file = "/etc/augur/mesh.key"  # the mesh's shared key, hexadecimal, 32 bytes or more
 //! libvirt_uri = ""             # the URI peers migrate domains to on this host, e.g. "qemu+tcp://h1/system"
@@ -93,6 +94,7 @@ pub struct MeshConfig {
     pub enabled: bool,
     pub host_id: String,
     pub listen: String,
+    pub advertise: String,
     pub peers: Vec<String>,
     pub key_file: PathBuf,
     pub libvirt_uri: String,
@@ -111,6 +113,7 @@ impl Default for MeshConfig {
             enabled: false,
             host_id: String::new(),
             listen: "0.0.0.0:7470".into(),
+            advertise: String::new(),
             peers: Vec::new(),
             key_file: PathBuf::from("/etc/augur/mesh.key"),
             libvirt_uri: String::new(),
@@ -449,6 +452,25 @@ impl Config {
                 ),
             ));
         }
+        if !mesh.advertise.is_empty() && mesh.advertise.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "mesh.advertise",
+                format!("{:?} is not an address and port", mesh.advertise),
+            ));
+        }
+        let unspecified = mesh
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_unspecified());
+        if mesh.enabled && unspecified && mesh.advertise.is_empty() {
+            return Err(invalid(
+                "mesh.advertise",
+                format!(
+                    "mesh.listen {:?} is every address: set advertise to the one peers reach this host at",
+                    mesh.listen
+                ),
+            ));
+        }
         if let Some(bad) = mesh
             .peers
             .iter()
@@ -594,6 +616,11 @@ mod tests {
         assert!(err("[forecast]\nlevel = 1.5").contains("forecast.level"));
         assert!(err("admin_group = \"a b\"").contains("admin_group"));
         assert!(err("metrics_listen = \"localhost\"").contains("metrics_listen"));
+        assert!(err("[libvirt]\nrefresh_s = 0").contains("libvirt.refresh_s"));
+        assert!(err("[mesh]\nenabled = true").contains("mesh.advertise"));
+        assert!(err("[mesh]\npeers = [\"nowhere\"]").contains("mesh.peers"));
+        assert!(err("[mesh]\nlimit = 0").contains("mesh.limit"));
+        assert!(err("[mesh]\nlease_s = 0").contains("mesh.lease_s"));
         // Values out of range are reported at their line.
         let text = "log = \"info\"\n\n[forecast]\nstep_s = 300\nlevel = 1.5\n";
         assert!(

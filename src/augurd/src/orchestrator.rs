@@ -75,6 +75,8 @@ pub struct Orchestrator {
     next_offer: AtomicU64,
     /// Set once the listener is bound (for tests that ask for port 0).
     pub listen_addr: Mutex<Option<SocketAddr>>,
+    /// Who gossip says is alive.
+    pub members: Arc<augur_mesh::Members>,
 }
 
 fn hostname() -> String {
@@ -147,6 +149,7 @@ impl Orchestrator {
             wake: Notify::new(),
             next_offer: AtomicU64::new(1),
             listen_addr: Mutex::new(None),
+            members: Arc::new(augur_mesh::Members::default()),
         })
     }
 
@@ -173,6 +176,7 @@ impl Orchestrator {
     }
 
     pub fn peers(&self) -> PeersReply {
+        let gossiping: Vec<SocketAddr> = self.members.live().into_iter().map(|m| m.mesh).collect();
         let peers = lock(&self.peers)
             .iter()
             .map(|(addr, p)| {
@@ -191,6 +195,7 @@ impl Orchestrator {
                     headroom_memory_mib: first(&p.headroom).memory_mib,
                     libvirt_uri: p.info.libvirt_uri.clone(),
                     error: p.error.clone(),
+                    gossip: gossiping.contains(addr),
                 }
             })
             .collect();
@@ -202,7 +207,8 @@ impl Orchestrator {
             paused: self.paused.load(Ordering::Acquire),
             draining: self.draining.load(Ordering::Acquire),
             dry_run: self.config.dry_run,
-            auth_failures: self.node.auth_failures.load(Ordering::Relaxed),
+            auth_failures: self.node.auth_failures.load(Ordering::Relaxed)
+                + self.members.refused.load(Ordering::Relaxed),
             peers,
         }
     }
@@ -224,6 +230,7 @@ impl Orchestrator {
     async fn refresh_peers(&self) {
         let mut addrs: Vec<SocketAddr> = self.seeds.clone();
         addrs.extend(lock(&self.peers).keys().copied());
+        addrs.extend(self.members.live().into_iter().map(|m| m.mesh));
         addrs.sort();
         addrs.dedup();
         let own = *lock(&self.listen_addr);
@@ -665,6 +672,29 @@ pub async fn start(host: &Arc<Host>, stop: watch::Receiver<bool>) -> anyhow::Res
         })?;
     let addr = listener.local_addr()?;
     *lock(&orchestrator.listen_addr) = Some(addr);
+    let advertised: SocketAddr = if host.config.mesh.advertise.is_empty() {
+        addr
+    } else {
+        host.config.mesh.advertise.parse()?
+    };
+    // Gossip on UDP at the same address and port as negotiation on TCP.
+    let udp = tokio::net::UdpSocket::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind the gossip socket on udp {addr}: {e}"))?;
+    let me = augur_mesh::MemberId {
+        host: orchestrator.node.id.clone(),
+        gossip: advertised,
+        mesh: advertised,
+        generation: 0,
+    };
+    tokio::spawn(augur_mesh::membership::run(
+        me,
+        orchestrator.node.key().clone(),
+        udp,
+        orchestrator.seeds.clone(),
+        orchestrator.members.clone(),
+        stop.clone(),
+    ));
     info!(%addr, host = %orchestrator.node.id, peers = orchestrator.seeds.len(), dry_run = orchestrator.config.dry_run, "mesh listening");
     tokio::spawn(orchestrator.node.clone().serve(listener, stop.clone()));
     let host = host.clone();

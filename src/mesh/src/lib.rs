@@ -39,12 +39,14 @@
 pub mod frame;
 mod key;
 pub mod ledger;
+pub mod membership;
 pub mod message;
 pub mod negotiate;
 pub mod node;
 
 pub use key::{KeyError, MeshKey, MIN_KEY_BYTES};
 pub use ledger::{Ledger, LedgerError, Reservation};
+pub use membership::{MemberId, Members};
 pub use message::{Demand, Envelope, HorizonDemand, HostId, LeaseId, Message, Offer, PeerInfo};
 pub use negotiate::{commit, negotiate, release, BidOutcome, Grant, Negotiation, Peer};
 pub use node::{MeshError, Node};

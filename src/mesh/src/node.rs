@@ -78,6 +78,11 @@ impl Node {
         })
     }
 
+    /// The mesh key, for the membership layer.
+    pub fn key(&self) -> &MeshKey {
+        &self.key
+    }
+
     fn envelope(&self, msg: Message, reply_to: Option<u64>) -> Envelope {
         Envelope {
             from: self.id.clone(),
