@@ -78,8 +78,8 @@ set -e
 [ "$install_status" = 0 ] || echo "install test: FAILED (exit $install_status)"
 
 grep -h '^SKIPPED' "$log" | sort -u || true
-passed=$(grep -o '[0-9]* passed' "$log" | awk '{s+=$1} END {print s+0}')
-failed=$(grep -o '[0-9]* failed' "$log" | awk '{s+=$1} END {print s+0}')
+passed=$(grep -h '^test result:' "$log" | grep -o '[0-9]* passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -h '^test result:' "$log" | grep -o '[0-9]* failed' | awk '{s+=$1} END {print s+0}')
 echo
 echo "$passed passed, $failed failed"
 [ "$status" = 0 ] || exit "$status"
