@@ -217,6 +217,9 @@ pub struct PeersReply {
     pub dry_run: bool,
     /// Peer messages refused because they failed authentication.
     pub auth_failures: u64,
+    /// Reservations this host holds for sources now.
+    #[serde(default)]
+    pub reservations: usize,
     pub peers: Vec<PeerReply>,
 }
 

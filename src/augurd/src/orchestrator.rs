@@ -209,6 +209,7 @@ impl Orchestrator {
             dry_run: self.config.dry_run,
             auth_failures: self.node.auth_failures.load(Ordering::Relaxed)
                 + self.members.refused.load(Ordering::Relaxed),
+            reservations: lock(&self.node.ledger).reservations(Instant::now()).len(),
             peers,
         }
     }
@@ -465,17 +466,22 @@ impl Orchestrator {
             dest_xml: None,
         };
         info!(vm = %vm.id, to = %grant.peer.id, lease = grant.lease, "reservation granted: migrating");
-        let conn = host.with_domains(|d| d.connection());
+        let domain = host
+            .with_domains(|d| d.find(&vm.id).map(|_| d.connection()))
+            .flatten();
         let name = vm.id.clone();
-        let report = match conn {
+        let report = match domain {
             Some(conn) => tokio::task::spawn_blocking(move || conn.migrate(&name, &request))
                 .await
-                .ok(),
-            None => None,
+                .map_err(|e| format!("the migration task failed: {e}")),
+            None => Err(
+                "this VM is one of Augur's microVMs: their live migration between hosts is not available yet"
+                    .to_string(),
+            ),
         };
         host.with_domains(|d| d.refresh_soon());
         match report {
-            Some(r) if r.ok => {
+            Ok(r) if r.ok => {
                 record.ok = true;
                 record.total_ms = r.total_ms;
                 record.downtime_ms = r.downtime_ms;
@@ -493,8 +499,8 @@ impl Orchestrator {
             }
             other => {
                 record.error = Some(match other {
-                    Some(r) => r.error.unwrap_or_else(|| "migration failed".into()),
-                    None => "this host has no libvirt driver to migrate with".into(),
+                    Ok(r) => r.error.unwrap_or_else(|| "migration failed".into()),
+                    Err(e) => e,
                 });
                 if let Err(e) = augur_mesh::release(&self.node, &grant, PEER_TIMEOUT).await {
                     warn!(vm = %vm.id, error = %e, "release not acknowledged; the lease will lapse");
@@ -618,6 +624,41 @@ fn local_view(host: &Arc<Host>, id: &str, draining: bool) -> LocalView {
             }
         })
         .collect();
+    let microvms: Vec<(String, u64, u64, u32)> = host.each_vm(|vm| {
+        let spec = vm.spec();
+        (spec.name.clone(), vm.id(), spec.memory_mib, spec.vcpus)
+    });
+    let mut vms = vms;
+    for (name, vm_id, memory_mib, vcpus) in microvms {
+        let w = host.current_window(vm_id).unwrap_or_default();
+        let memory = memory_mib as f64 * MIB;
+        let current = Resources {
+            cpu: w.cpu_vcpus.unwrap_or(0.0).min(vcpus as f64),
+            mem: memory,
+            disk: w.disk_read_bytes_per_s.unwrap_or(0.0) + w.disk_write_bytes_per_s.unwrap_or(0.0),
+            net: w.net_rx_bytes_per_s.unwrap_or(0.0) + w.net_tx_bytes_per_s.unwrap_or(0.0),
+        };
+        let upper = Resources {
+            cpu: (current.cpu * FALLBACK_MARGIN).min(vcpus as f64),
+            ..current
+        };
+        inputs.push(format!(
+            "{name} (microVM): cpu now {:.2}, upper {:.2} vCPU (current demand, upper +25%); memory {memory_mib} MiB",
+            current.cpu, upper.cpu
+        ));
+        vms.push(PlanVm {
+            id: name,
+            current,
+            forecast_mean: current,
+            forecast_upper: upper,
+            memory,
+            working_set: w.working_set_mib.map_or(memory, |m| m * MIB),
+            dirty_rate: w.dirty_mib_per_s.unwrap_or(0.0) * MIB,
+            pinned: false,
+            affinity_group: None,
+            anti_affinity_group: None,
+        });
+    }
     let capacity = {
         let own = host.orchestrator().map(|o| lock(&o.node.ledger).capacity());
         own.map(|c| from_demand(&c)).unwrap_or_default()

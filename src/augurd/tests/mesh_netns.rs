@@ -1,0 +1,326 @@
+//! Three augurd hosts, each in its own network namespace joined by veth links to a bridge (the
+//! test makes them and removes them). host-a runs a microVM and is drained: the mesh finds
+//! host-b through gossip, host-b bids and grants a lease, the move cannot be carried out
+//! (microVM live migration between hosts is not available yet), and so the lease is released
+//! at once, the failure is recorded and the VM keeps running on host-a. host-x has another key:
+//! nobody hears it. Needs root, `ip` and /dev/kvm; prints `SKIPPED` otherwise.
+
+use augur_admin::{AdminClient, Reply, Request};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TEST: &str = "hosts_in_namespaces_negotiate_and_a_failed_move_keeps_the_vm";
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Namespaces and links, removed on drop.
+struct Net {
+    bridge: String,
+    hosts: Vec<String>,
+}
+
+impl Net {
+    fn create(tag: &str, n: usize) -> Result<Self, String> {
+        let net = Self {
+            bridge: format!("{tag}br"),
+            hosts: (0..n).map(|i| format!("{tag}h{i}")).collect(),
+        };
+        ip(&["netns", "add", &net.bridge])?;
+        ip(&["-n", &net.bridge, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &net.bridge, "link", "set", "br0", "up"])?;
+        for (i, ns) in net.hosts.iter().enumerate() {
+            ip(&["netns", "add", ns])?;
+            let (inner, outer) = (format!("{tag}v{i}"), format!("{tag}p{i}"));
+            ip(&[
+                "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+            ])?;
+            ip(&["link", "set", &inner, "netns", ns])?;
+            ip(&["link", "set", &outer, "netns", &net.bridge])?;
+            ip(&[
+                "-n",
+                &net.bridge,
+                "link",
+                "set",
+                &outer,
+                "master",
+                "br0",
+                "up",
+            ])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.77.0.{}/24", i + 1),
+                "dev",
+                &inner,
+            ])?;
+            ip(&["-n", ns, "link", "set", &inner, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(net)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain([&self.bridge]) {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+/// An augurd process in a namespace, killed on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(
+    ns: &str,
+    dir: &Path,
+    name: &str,
+    driver: &str,
+    addr: &str,
+    peers: &[&str],
+    key: &Path,
+) -> Daemon {
+    let socket = dir.join(format!("{name}.sock"));
+    let config = dir.join(format!("{name}.toml"));
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}:7470\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "driver = \"{driver}\"\ndata_dir = \"{}\"\nadmin_socket = \"{}\"\nadmin_group = \"\"\nsample_interval_ms = 500\n\
+             [store]\nenabled = false\n[forecast]\nenabled = false\n\
+             [mesh]\nenabled = true\nhost_id = \"{name}\"\nlisten = \"{addr}:7470\"\npeers = [{}]\nkey_file = \"{}\"\n\
+             libvirt_uri = \"qemu+tcp://{addr}/system\"\ncapacity_cpu = 8\ncapacity_memory_mib = 8192\nplan_every_s = 1\nlease_s = 60\n",
+            dir.join(format!("{name}-data")).display(),
+            socket.display(),
+            peers.join(", "),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            env!("CARGO_BIN_EXE_augurd"),
+            "--config",
+        ])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("augurd starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "augurd {name} did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Daemon { child, socket }
+}
+
+fn call(d: &Daemon, request: Request) -> Result<Reply, String> {
+    AdminClient::connect(&d.socket)
+        .map_err(|e| e.to_string())?
+        .call(request)
+        .map_err(|e| e.to_string())
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn peers(d: &Daemon) -> augur_admin::PeersReply {
+    match call(d, Request::Peers) {
+        Ok(Reply::Peers(p)) => p,
+        other => panic!("peers: {other:?}"),
+    }
+}
+
+#[test]
+fn hosts_in_namespaces_negotiate_and_a_failed_move_keeps_the_vm() {
+    let is_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    if !is_root {
+        println!("SKIPPED {TEST}: needs root (network namespaces)");
+        return;
+    }
+    if let Some(reason) = augur_microvm::kvm_unavailable_reason() {
+        println!("SKIPPED {TEST}: {reason}");
+        return;
+    }
+    let tag = format!("au{}", std::process::id() % 10_000);
+    let net = match Net::create(&tag, 3) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("SKIPPED {TEST}: cannot make network namespaces: {e}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("mesh.key");
+    std::fs::write(&key, "6b".repeat(32)).unwrap();
+    let wrong = dir.path().join("wrong.key");
+    std::fs::write(&wrong, "17".repeat(32)).unwrap();
+
+    // host-a knows only host-x; host-b knows host-a; gossip does the rest.
+    let a = start(
+        &net.hosts[0],
+        dir.path(),
+        "host-a",
+        "microvm",
+        "10.77.0.1",
+        &["10.77.0.3"],
+        &key,
+    );
+    let b = start(
+        &net.hosts[1],
+        dir.path(),
+        "host-b",
+        "none",
+        "10.77.0.2",
+        &["10.77.0.1"],
+        &key,
+    );
+    let x = start(
+        &net.hosts[2],
+        dir.path(),
+        "host-x",
+        "none",
+        "10.77.0.3",
+        &["10.77.0.1", "10.77.0.2"],
+        &wrong,
+    );
+
+    let started = Instant::now();
+    wait_for(
+        "host-a to find host-b through gossip",
+        Duration::from_secs(30),
+        || {
+            peers(&a)
+                .peers
+                .iter()
+                .any(|p| p.id == "host-b" && p.up && p.gossip)
+                .then_some(())
+        },
+    );
+    println!("host-a found host-b by gossip in {:?}", started.elapsed());
+    let pa = peers(&a);
+    assert!(
+        pa.peers
+            .iter()
+            .all(|p| p.id != "host-x" && !(p.addr.starts_with("10.77.0.3") && p.up)),
+        "host-x is not heard: {pa:?}"
+    );
+    wait_for(
+        "host-x's messages to be refused",
+        Duration::from_secs(30),
+        || (peers(&a).auth_failures > 0 && peers(&b).auth_failures > 0).then_some(()),
+    );
+
+    let spec = "name = \"web\"\nmemory_mib = 32\nvcpus = 1\n[[phase]]\nkind = \"compute\"\nseconds = 600\nload = 0.3\n";
+    match call(
+        &a,
+        Request::VmStart {
+            spec: spec.into(),
+            origin: None,
+        },
+    ) {
+        Ok(Reply::VmStarted { .. }) => {}
+        other => panic!("the microVM did not start: {other:?}"),
+    }
+    let progress = |d: &Daemon| match call(d, Request::Vms) {
+        Ok(Reply::Vms { vms }) => vms.iter().find(|v| v.name == "web").map(|v| v.progress),
+        _ => None,
+    };
+    wait_for("the microVM to run", Duration::from_secs(30), || {
+        progress(&a).filter(|p| *p > 0)
+    });
+
+    assert!(matches!(
+        call(&a, Request::Drain { host: None }),
+        Ok(Reply::Orchestrator { draining: true, .. })
+    ));
+    let failed = wait_for(
+        "the move to be tried",
+        Duration::from_secs(30),
+        || match call(&a, Request::Migrations) {
+            Ok(Reply::Migrations { migrations }) => migrations.into_iter().next(),
+            _ => None,
+        },
+    );
+    println!(
+        "move tried: {} {} → {:?}: ok={} error={:?}; negotiation {:.1} ms; bids {:?}",
+        failed.vm,
+        failed.from,
+        failed.to,
+        failed.ok,
+        failed.error,
+        failed.negotiation_ms,
+        failed.bids
+    );
+    assert_eq!(
+        failed.to.as_deref(),
+        Some("host-b"),
+        "host-b granted the lease"
+    );
+    assert!(!failed.ok);
+    assert!(failed
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .contains("not available"));
+    // The lease was released at once: host-b holds nothing for host-a.
+    assert_eq!(peers(&b).reservations, 0);
+    // The VM never stopped on host-a.
+    let before = progress(&a).unwrap();
+    wait_for(
+        "the microVM to keep running on host-a",
+        Duration::from_secs(10),
+        || progress(&a).filter(|p| *p > before),
+    );
+    let Ok(Reply::Explain { decisions, .. }) = call(&a, Request::Explain { vm: "web".into() })
+    else {
+        panic!("explain answers");
+    };
+    assert!(decisions
+        .iter()
+        .any(|d| d.trigger == "maintenance" && d.target.as_deref() == Some("host-b")));
+    drop((x, b, a));
+}
