@@ -62,24 +62,30 @@ async fn plain_echo_server() -> std::net::SocketAddr {
     addr
 }
 
-/// One plain exchange per peer for the offer and one for the reservation, each on a new
-/// connection as the mesh does: the floor the mesh's authentication and ledger add to.
+async fn plain_exchange(addr: std::net::SocketAddr, payload: Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(&(payload.len() as u32).to_le_bytes())
+        .await
+        .unwrap();
+    s.write_all(&payload).await.unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await.unwrap();
+    let mut back = vec![0u8; u32::from_le_bytes(len) as usize];
+    s.read_exact(&mut back).await.unwrap();
+}
+
+/// The same shape without authentication or a ledger: one exchange with every peer at once (the
+/// offer), then one with the first (the reservation), each on a new connection as the mesh does.
 async fn plain_round(addrs: &[std::net::SocketAddr], payload: &[u8]) {
-    for phase in 0..2 {
-        let targets = if phase == 0 { addrs } else { &addrs[..1] };
-        for addr in targets {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.set_nodelay(true).unwrap();
-            s.write_all(&(payload.len() as u32).to_le_bytes())
-                .await
-                .unwrap();
-            s.write_all(payload).await.unwrap();
-            let mut len = [0u8; 4];
-            s.read_exact(&mut len).await.unwrap();
-            let mut back = vec![0u8; u32::from_le_bytes(len) as usize];
-            s.read_exact(&mut back).await.unwrap();
-        }
+    let offers: Vec<_> = addrs
+        .iter()
+        .map(|a| tokio::spawn(plain_exchange(*a, payload.to_vec())))
+        .collect();
+    for o in offers {
+        o.await.unwrap();
     }
+    plain_exchange(addrs[0], payload.to_vec()).await;
 }
 
 fn main() {
@@ -93,7 +99,12 @@ fn main() {
         let mut peers = Vec::new();
         let mut nodes = Vec::new();
         for i in 0..PEERS {
-            let mut ledger = Ledger::new(demand(64.0), 0.8);
+            let capacity = Demand {
+                disk_bps: 1e9,
+                net_bps: 1e9,
+                ..demand(64.0)
+            };
+            let mut ledger = Ledger::new(capacity, 0.8);
             ledger.set_own(forecast(8.0 + i as f64), &[]);
             let node = Node::new(format!("target{i}"), key.clone(), ledger);
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -129,7 +140,9 @@ fn main() {
             let t = Instant::now();
             let n = negotiate(&source, offer(round as u64), &peers, Duration::from_secs(30), Duration::from_secs(5)).await;
             let took = t.elapsed();
-            let grant = n.grant.expect("a target grants");
+            let Some(grant) = n.grant.clone() else {
+                panic!("round {round}: no grant: {n:?}");
+            };
             release(&source, &grant, Duration::from_secs(5)).await.unwrap();
             let t = Instant::now();
             plain_round(&plain, &payload).await;
