@@ -37,9 +37,9 @@ fn vm(i: usize) -> Vm {
         memory: mem,
         working_set: mem * 0.2,
         dirty_rate: (r % 200) as f64 * 1e6,
-        pinned: i % 50 == 0,
+        pinned: i.is_multiple_of(50),
         affinity_group: None,
-        anti_affinity_group: (i % 97 == 0).then(|| "db".to_string()),
+        anti_affinity_group: i.is_multiple_of(97).then(|| "db".to_string()),
     }
 }
 
