@@ -52,7 +52,12 @@ fn libvirt_guests_are_profiled_and_migrated() {
         }
     };
     std::fs::create_dir_all(lab.run()).unwrap();
-    for f in ["busy.serial", "quiet.serial", "busy-dst.serial"] {
+    for f in [
+        "busy.serial",
+        "quiet.serial",
+        "busy-dst.serial",
+        "quiet-dst.serial",
+    ] {
         let _ = std::fs::remove_file(lab.run().join(f));
     }
     let source = Daemon::start(&lab, 1, &["busy", "quiet"]);
@@ -251,6 +256,37 @@ fn libvirt_guests_are_profiled_and_migrated() {
     );
     println!(
         "heartbeats: {before} on the source before the move, {after} on the destination after it"
+    );
+    // A second move: the cost model now uses the bandwidth the first one achieved.
+    let (ok, xml) = source.virsh(&["dumpxml", "--migratable", "quiet"]);
+    assert!(ok, "{xml}");
+    let second = match client.call(Request::Migrate(MigrateRequest {
+        vm: "quiet".into(),
+        to: target.uri.clone(),
+        migrate_uri: Some("tcp://127.0.0.1:49401".into()),
+        method: None,
+        dest_xml: Some(
+            xml.replace("quiet.serial", "quiet-dst.serial")
+                .replace("quiet.shim", "quiet-dst.shim"),
+        ),
+    })) {
+        Ok(Reply::Migrated(m)) => m,
+        other => panic!("unexpected reply {other:?}"),
+    };
+    println!(
+        "second migration (idle guest): ok={} total {:?} ms, downtime {:?} ms; predicted {:.2} s, downtime {:.3} s ({})",
+        second.ok,
+        second.total_ms,
+        second.downtime_ms,
+        second.predicted_total_s,
+        second.predicted_downtime_s,
+        second.reason
+    );
+    assert!(second.ok, "{:?}", second.error);
+    assert!(
+        second.reason.contains("measured on past moves"),
+        "{}",
+        second.reason
     );
     // augurd notices the domain left this host.
     wait_for(

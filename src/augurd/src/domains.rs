@@ -5,6 +5,7 @@
 use crate::config::LibvirtConfig;
 use augur_libvirt::qemu_process::{self, QemuProcess};
 use augur_libvirt::{Connection, DomainStats, DomainXml};
+use augur_sense::kvm_exit::TracepointSource;
 use augur_sense::perf_source::PerfSource;
 use augur_sense::proc_source::ProcReader;
 use augur_sense::shim_channel::{ShimChannel, ShimStats};
@@ -15,6 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+/// What the host lends the domains' sampling: /proc, and tracefs where it is mounted.
+#[derive(Debug)]
+pub struct HostSources<'a> {
+    pub proc_reader: &'a ProcReader,
+    pub tracefs: Option<&'a augur_sense::tracefs::Tracefs>,
+    pub tracepoint_period: u64,
+}
+
 /// A running domain and the sources watching it.
 #[derive(Debug)]
 pub struct Domain {
@@ -23,6 +32,8 @@ pub struct Domain {
     pub qemu: Option<QemuProcess>,
     shim: Option<ShimChannel>,
     perf: Option<PerfSource>,
+    /// `kvm:kvm_exit` (by reason) and `kvm:kvm_userspace_exit` on the QEMU vCPU threads.
+    trace: Option<TracepointSource>,
     /// libvirt's `state.state` at the last sample.
     pub state: Option<u64>,
     pub seen_since: Instant,
@@ -167,6 +178,7 @@ impl Domains {
                     qemu,
                     shim,
                     perf,
+                    trace: None,
                     state: None,
                     seen_since: Instant::now(),
                     last_dirty_calc: None,
@@ -175,18 +187,19 @@ impl Domains {
         }
     }
 
-    /// Reads every source of every domain; returns the samples and whether any perf source has
-    /// a PMU.
+    /// Reads every source of every domain; returns the samples, whether any perf source has a
+    /// PMU, and whether `kvm:kvm_exit` fired on any vCPU thread.
     pub fn sample(
         &mut self,
         ts: u64,
-        proc_reader: &ProcReader,
+        sources: &HostSources<'_>,
         next_id: impl FnMut() -> VmId,
         register: impl FnMut(VmId, &DomainXml),
-    ) -> (Vec<Sample>, bool) {
+    ) -> (Vec<Sample>, bool, bool) {
         self.refresh(next_id, register);
         let mut samples = Vec::new();
         let mut pmu = false;
+        let mut kvm_exit = false;
         let stats: Vec<DomainStats> = match self.conn.all_stats() {
             Ok(s) => s,
             Err(error) => {
@@ -201,7 +214,23 @@ impl Domains {
                 samples.push(s.to_sample(domain.id, ts));
             }
             if let Some(q) = &domain.qemu {
-                samples.push(proc_reader.sample_threads(domain.id, q.pid, &q.vcpu_tids, ts));
+                samples.push(sources.proc_reader.sample_threads(
+                    domain.id,
+                    q.pid,
+                    &q.vcpu_tids,
+                    ts,
+                ));
+                if domain.trace.is_none() && !q.vcpu_tids.is_empty() {
+                    if let Some(tracefs) = sources.tracefs {
+                        domain.trace = TracepointSource::open(tracefs, &q.vcpu_tids, sources.tracepoint_period)
+                            .map_err(|e| warn!(domain = %domain.xml.name, error = %e, "kvm tracepoints not opened"))
+                            .ok();
+                    }
+                }
+            }
+            if let Some(trace) = domain.trace.as_mut() {
+                samples.push(trace.sample(domain.id, ts));
+                kvm_exit |= trace.kvm_exit_fires();
             }
             if let Some(perf) = domain.perf.as_mut() {
                 pmu |= perf.pmu_available();
@@ -224,6 +253,6 @@ impl Domains {
                 }
             }
         }
-        (samples, pmu)
+        (samples, pmu, kvm_exit)
     }
 }

@@ -87,6 +87,8 @@ pub struct Host {
     domains: Mutex<Option<crate::domains::Domains>>,
     /// The mesh member and orchestrator ([mesh] enabled).
     orchestrator: Option<Arc<crate::orchestrator::Orchestrator>>,
+    /// Effective migration bandwidth measured on past moves (bytes/s), averaged.
+    measured_link: Mutex<Option<f64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -204,6 +206,7 @@ impl Host {
             store: Mutex::new(store),
             domains: Mutex::new(domains),
             orchestrator,
+            measured_link: Mutex::new(None),
         }))
     }
 
@@ -315,13 +318,19 @@ impl Host {
         }
         let mut sampled = vms.len() as u64;
         if let Some(domains) = lock(&self.domains).as_mut() {
-            let (samples, pmu) = domains.sample(
+            let sources = crate::domains::HostSources {
+                proc_reader: &self.proc_reader,
+                tracefs: self.tracefs.as_ref(),
+                tracepoint_period: self.config.sensing.tracepoint_period,
+            };
+            let (samples, pmu, kvm_exit) = domains.sample(
                 ts,
-                &self.proc_reader,
+                &sources,
                 || self.next_id.fetch_add(1, Ordering::Relaxed),
                 |id, xml| self.register_domain(id, xml),
             );
             pmu_seen |= pmu;
+            kvm_exit_seen |= kvm_exit;
             sampled += domains.len() as u64;
             for sample in &samples {
                 if let Err(error) = writer.push(sample) {
@@ -473,6 +482,36 @@ impl Host {
                 warn!(%error, kind, "event not stored");
             }
         }
+    }
+
+    /// The bandwidth (bytes/s) the cost model should assume: what past migrations achieved from
+    /// start to finish, else the configured link; and whether it was measured.
+    pub fn migration_bandwidth(&self) -> (f64, bool) {
+        match *lock(&self.measured_link) {
+            Some(b) => (b, true),
+            None => (
+                self.config.libvirt.migration_bandwidth_mib_s as f64 * 1024.0 * 1024.0,
+                false,
+            ),
+        }
+    }
+
+    /// Learns from a finished migration of a guest with `memory` bytes that took `total_ms`
+    /// from start to finish. The rate is taken per byte of guest memory, the cost model's own
+    /// input, so it folds in what the link really carries (zero pages are sent compactly) and
+    /// the fixed costs of starting the destination.
+    pub fn observe_migration(&self, memory: u64, total_ms: Option<u64>) {
+        let (bytes, Some(ms)) = (memory, total_ms) else {
+            return;
+        };
+        if bytes == 0 || ms == 0 {
+            return;
+        }
+        let rate = bytes as f64 / (ms as f64 / 1000.0);
+        let mut link = lock(&self.measured_link);
+        // Half the weight on the newest move: links change, one odd move should not rule.
+        *link = Some(link.map_or(rate, |old| 0.5 * old + 0.5 * rate));
+        info!(bytes_per_s = rate, average = ?*link, "migration bandwidth measured");
     }
 
     /// The mesh member and orchestrator, if the mesh is enabled.

@@ -326,7 +326,7 @@ impl Orchestrator {
         let rules = Rules {
             target_share: self.config.limit.min(0.8),
             link: augur_plan::cost::Link {
-                bandwidth: host.config.libvirt.migration_bandwidth_mib_s as f64 * MIB,
+                bandwidth: host.migration_bandwidth().0,
                 max_downtime_s: host.config.libvirt.max_downtime_ms as f64 / 1000.0,
                 ..Default::default()
             },
@@ -482,6 +482,7 @@ impl Orchestrator {
         host.with_domains(|d| d.refresh_soon());
         match report {
             Ok(r) if r.ok => {
+                host.observe_migration(vm.memory as u64, r.total_ms);
                 record.ok = true;
                 record.total_ms = r.total_ms;
                 record.downtime_ms = r.downtime_ms;
@@ -596,7 +597,13 @@ fn local_view(host: &Arc<Host>, id: &str, draining: bool) -> LocalView {
                     "no trained model yet: current demand, upper +25%",
                 ),
             };
-            let dirty = w.dirty_mib_per_s.unwrap_or(0.0) * MIB;
+            let dirty = host
+                .history(vm_id, 600)
+                .iter()
+                .rev()
+                .find_map(|w| w.dirty_mib_per_s)
+                .unwrap_or(0.0)
+                * MIB;
             let working_set = w
                 .guest
                 .as_ref()

@@ -49,9 +49,12 @@ pub fn apply(host: &Host, request: &MigrateRequest) -> Result<Reply, AdminError>
     let config = &host.config.libvirt;
     let window = host.current_window(id);
     let memory = memory_kib as f64 * 1024.0;
-    let dirty = window
-        .as_ref()
-        .and_then(|w| w.dirty_mib_per_s)
+    // The latest dirty-rate measurement (they come every dirty_rate_every_s, not every window).
+    let dirty = host
+        .history(id, 600)
+        .iter()
+        .rev()
+        .find_map(|w| w.dirty_mib_per_s)
         .unwrap_or(0.0)
         * MIB;
     // The guest's active pages bound what it can dirty per round; without a shim, all of memory.
@@ -59,8 +62,9 @@ pub fn apply(host: &Host, request: &MigrateRequest) -> Result<Reply, AdminError>
         .as_ref()
         .and_then(|w| w.guest.as_ref()?.active_mib)
         .map_or(memory, |m| m * MIB);
+    let (bandwidth, measured) = host.migration_bandwidth();
     let link = Link {
-        bandwidth: config.migration_bandwidth_mib_s as f64 * MIB,
+        bandwidth,
         max_downtime_s: config.max_downtime_ms as f64 / 1000.0,
         ..Link::default()
     };
@@ -69,10 +73,11 @@ pub fn apply(host: &Host, request: &MigrateRequest) -> Result<Reply, AdminError>
     let reason = match asked {
         Some(_) => "asked for".to_string(),
         None => format!(
-            "cost model: {} MiB at {:.1} MiB/s dirty over {} MiB/s converges with {} in {} rounds",
+            "cost model: {} MiB at {:.1} MiB/s dirty over {:.0} MiB/s ({}) converges with {} in {} rounds",
             memory_kib / 1024,
             dirty / MIB,
-            config.migration_bandwidth_mib_s,
+            bandwidth / MIB,
+            if measured { "measured on past moves" } else { "configured" },
             cost.method.as_str(),
             cost.rounds
         ),
@@ -87,6 +92,9 @@ pub fn apply(host: &Host, request: &MigrateRequest) -> Result<Reply, AdminError>
         },
     );
     host.with_domains(|d| d.refresh_soon());
+    if report.ok {
+        host.observe_migration(memory_kib * 1024, report.total_ms);
+    }
     let reply = MigrationReply {
         vm: name,
         to: request.to.clone(),
