@@ -562,6 +562,12 @@ impl Host {
         lock(&self.profiler).history(vm, n)
     }
 
+    /// The newest dirty rate measured for `vm` in the kept history: QEMU guests are measured
+    /// every `dirty_rate_every_s`, not every window.
+    pub fn latest_dirty_mib_per_s(&self, vm: VmId) -> Option<f64> {
+        lock(&self.profiler).latest(vm, |w| w.dirty_mib_per_s)
+    }
+
     pub fn capabilities(&self) -> Capabilities {
         lock(&self.capabilities).clone()
     }

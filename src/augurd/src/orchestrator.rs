@@ -597,13 +597,7 @@ fn local_view(host: &Arc<Host>, id: &str, draining: bool) -> LocalView {
                     "no trained model yet: current demand, upper +25%",
                 ),
             };
-            let dirty = host
-                .history(vm_id, 600)
-                .iter()
-                .rev()
-                .find_map(|w| w.dirty_mib_per_s)
-                .unwrap_or(0.0)
-                * MIB;
+            let dirty = host.latest_dirty_mib_per_s(vm_id).unwrap_or(0.0) * MIB;
             let working_set = w
                 .guest
                 .as_ref()

@@ -227,6 +227,11 @@ impl Profiler {
         })
     }
 
+    /// The newest window of `vm` for which `f` gives a value, and that value.
+    pub fn latest<T>(&self, vm: VmId, f: impl FnMut(&Window) -> Option<T>) -> Option<T> {
+        self.vms.get(&vm)?.history.iter().rev().find_map(f)
+    }
+
     pub fn vms(&self) -> impl Iterator<Item = VmId> + '_ {
         self.vms.keys().copied()
     }

@@ -49,14 +49,7 @@ pub fn apply(host: &Host, request: &MigrateRequest) -> Result<Reply, AdminError>
     let config = &host.config.libvirt;
     let window = host.current_window(id);
     let memory = memory_kib as f64 * 1024.0;
-    // The latest dirty-rate measurement (they come every dirty_rate_every_s, not every window).
-    let dirty = host
-        .history(id, 600)
-        .iter()
-        .rev()
-        .find_map(|w| w.dirty_mib_per_s)
-        .unwrap_or(0.0)
-        * MIB;
+    let dirty = host.latest_dirty_mib_per_s(id).unwrap_or(0.0) * MIB;
     // The guest's active pages bound what it can dirty per round; without a shim, all of memory.
     let working_set = window
         .as_ref()
