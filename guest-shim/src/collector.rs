@@ -11,14 +11,15 @@ pub struct Collector {
     syscalls: Option<SyscallCounters>,
     pmu: Option<GuestPmu>,
     reports: u64,
-    /// The flow table and the shim's resident set, read every [`SLOW_EVERY`] reports: reading
+    /// The flow table and the shim's resident set, read every `slow_every` reports: reading
     /// /proc/net/tcp walks every bucket of the kernel's connection hash (milliseconds on a
     /// large host), and neither changes much in a second.
     slow: Option<(augur_wire::FlowReport, Option<u64>)>,
+    slow_every: u64,
 }
 
-/// Reports between readings of the slow sources.
-pub const SLOW_EVERY: u64 = 10;
+/// Reports between readings of the slow sources, by default.
+pub const SLOW_EVERY: u64 = 30;
 
 fn now_ns() -> u64 {
     std::time::SystemTime::now()
@@ -34,7 +35,7 @@ fn put(sample: &mut Sample, metric: Metric, value: Option<u64>) {
 }
 
 impl Collector {
-    pub fn open() -> Self {
+    pub fn open(slow_every: u64) -> Self {
         let syscalls = SyscallCounters::open()
             .map_err(|e| eprintln!("augur-shim: syscall counts unavailable: {e}"))
             .ok();
@@ -47,11 +48,12 @@ impl Collector {
             pmu,
             reports: 0,
             slow: None,
+            slow_every: slow_every.max(1),
         }
     }
 
     /// Reads every source that is due. `dropped` is the outbox's count of reports it had to
-    /// drop. The flow table comes with every [`SLOW_EVERY`]th report.
+    /// drop. The flow table comes with every `slow_every`th report.
     pub fn collect(&mut self, dropped: u64) -> (Sample, Option<augur_wire::FlowReport>) {
         let ts = now_ns();
         // The host names the VM by the channel a report arrives on; the id here means nothing.
@@ -149,7 +151,7 @@ impl Collector {
             Metric::GuestNetTxPackets,
             netdev.map(|n| n.tx_packets),
         );
-        let fresh = self.slow.is_none() || self.reports.is_multiple_of(SLOW_EVERY);
+        let fresh = self.slow.is_none() || self.reports.is_multiple_of(self.slow_every);
         self.reports += 1;
         if fresh {
             // smaps_rollup walks the page tables; VmRSS in status lags behind by up to 64

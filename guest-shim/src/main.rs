@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! augur-shim [--transport virtio-serial[:PATH] | tcp:HOST:PORT | vsock:CID:PORT]
-//!            [--interval-ms N] [--queue N] [--once]
+//!            [--interval-ms N] [--queue N] [--flows-every N] [--once]
 //! ```
 #![forbid(unsafe_code)]
 
@@ -15,13 +15,15 @@ mod transport;
 use std::time::{Duration, Instant};
 use transport::{Outbox, Transport};
 
-const USAGE: &str = "usage: augur-shim [--transport virtio-serial[:PATH]|tcp:HOST:PORT|vsock:CID:PORT] [--interval-ms N] [--queue N] [--once]";
+const USAGE: &str = "usage: augur-shim [--transport virtio-serial[:PATH]|tcp:HOST:PORT|vsock:CID:PORT] [--interval-ms N] [--queue N] [--flows-every N] [--once]";
 
 #[derive(Debug)]
 struct Args {
     transport: Transport,
     interval: Duration,
     queue: usize,
+    /// Reports between readings of the flow table.
+    flows_every: u64,
     once: bool,
 }
 
@@ -30,6 +32,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         transport: Transport::VirtioSerial(transport::DEFAULT_PORT.into()),
         interval: Duration::from_secs(1),
         queue: 16,
+        flows_every: collector::SLOW_EVERY,
         once: false,
     };
     while let Some(arg) = args.next() {
@@ -52,6 +55,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     .filter(|n| (1..=1024).contains(n))
                     .ok_or("--queue needs a number of reports in 1..=1024")?;
             }
+            "--flows-every" => {
+                parsed.flows_every = value("--flows-every")?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=3600).contains(n))
+                    .ok_or("--flows-every needs a number of reports in 1..=3600")?;
+            }
             "--once" => parsed.once = true,
             "--help" | "-h" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -68,7 +78,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut collector = collector::Collector::open();
+    let mut collector = collector::Collector::open(args.flows_every);
     if args.once {
         // For a person checking a guest: one report, printed, nothing sent. The counters opened
         // just now, so wait an interval for the counts to cover one.
@@ -161,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_report_frames_and_decodes() {
-        let mut collector = collector::Collector::open();
+        let mut collector = collector::Collector::open(collector::SLOW_EVERY);
         let (sample, flows) = collector.collect(3);
         let bytes = collector::Collector::frame(&sample, flows.as_ref()).unwrap();
         let mut reader = augur_wire::frame::FrameReader::new();
