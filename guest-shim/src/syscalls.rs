@@ -102,8 +102,32 @@ fn event_id(root: &Path, system: &str, event: &str) -> Option<u64> {
         .ok()
 }
 
-fn online_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// CPU ids in a kernel CPU list such as "0-3,6,8-9".
+pub fn parse_cpu_list(text: &str) -> Vec<usize> {
+    text.trim()
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .flat_map(|range| {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            match (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+                (Ok(a), Ok(b)) if a <= b && b < 4096 => (a..=b).collect::<Vec<_>>(),
+                _ => Vec::new(),
+            }
+        })
+        .collect()
+}
+
+/// The online CPUs: every one must be counted (system-wide counting is per CPU), whatever this
+/// process's affinity or quota is.
+fn online_cpus() -> Vec<usize> {
+    let listed = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .map(|t| parse_cpu_list(&t))
+        .unwrap_or_default();
+    if listed.is_empty() {
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    } else {
+        listed
+    }
 }
 
 /// What one counter counts: all syscalls, or one family.
@@ -175,9 +199,19 @@ impl SyscallCounters {
                 }
             }
         }
-        let cpus: Vec<CpuGroup> = (0..online_cpus())
-            .filter_map(|cpu| CpuGroup::open(cpu, &events))
+        let online = online_cpus();
+        let cpus: Vec<CpuGroup> = online
+            .iter()
+            .filter_map(|cpu| CpuGroup::open(*cpu, &events))
             .collect();
+        if cpus.len() < online.len() {
+            // A family counted on some CPUs only would under-report without saying so.
+            return Err(format!(
+                "syscall counters opened on {} of {} CPUs (perf_event_open refused; open-file limit?)",
+                cpus.len(),
+                online.len()
+            ));
+        }
         if cpus.is_empty() {
             return Err(format!(
                 "no syscall tracepoint could be counted under {} (perf_event_open refused or the kernel lacks syscall tracepoints)",
@@ -222,7 +256,8 @@ impl GuestPmu {
     pub fn open() -> Option<Self> {
         use perf_event::events::Hardware;
         let open = |event: Hardware| {
-            (0..online_cpus())
+            online_cpus()
+                .into_iter()
                 .map(|cpu| {
                     let mut c = Builder::new(event).any_pid().one_cpu(cpu).build().ok()?;
                     c.enable().ok()?;
@@ -246,6 +281,14 @@ impl GuestPmu {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_kernel_cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3,6,8-9\n"), [0, 1, 2, 3, 6, 8, 9]);
+        assert_eq!(parse_cpu_list("0"), [0]);
+        assert!(parse_cpu_list("garbage").is_empty());
+        assert!(parse_cpu_list("5-2").is_empty());
+    }
 
     #[test]
     fn counts_reads_and_writes_by_family() {

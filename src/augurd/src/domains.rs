@@ -151,8 +151,21 @@ impl Domains {
         for xml in running {
             let known = self.list.values_mut().find(|d| d.xml.uuid == xml.uuid);
             if let Some(domain) = known {
-                if domain.qemu.is_none() {
+                // A domain restarted between two refreshes has a new QEMU: sources opened on the
+                // old one's threads would read dead (or reused) ids.
+                let same = domain.qemu.as_ref().is_some_and(|q| {
+                    std::fs::read(format!("/proc/{}/cmdline", q.pid))
+                        .is_ok_and(|c| qemu_process::cmdline_names_domain(&c, &xml.name))
+                });
+                if !same {
                     domain.qemu = qemu_process::find(Path::new("/proc"), &xml.name);
+                    domain.perf = match (&domain.qemu, self.perf) {
+                        (Some(q), true) if !q.vcpu_tids.is_empty() => {
+                            Some(PerfSource::open(&q.vcpu_tids))
+                        }
+                        _ => None,
+                    };
+                    domain.trace = None;
                 }
                 continue;
             }

@@ -31,6 +31,10 @@ const KEEP_RECORDS: usize = 512;
 const DRAIN_EVERY: Duration = Duration::from_secs(2);
 /// The planning horizon: the first forecast horizon.
 const HORIZON_S: u32 = 300;
+/// A peer address no one names any more is dropped after this long without an answer.
+const FORGET_AFTER: Duration = Duration::from_secs(300);
+/// A lease covers the predicted migration this many times over, plus a minute.
+const LEASE_MARGIN: f64 = 3.0;
 /// Without a trained model, a VM's upper bound is its current demand with this margin.
 const FALLBACK_MARGIN: f64 = 1.25;
 
@@ -75,6 +79,8 @@ pub struct Orchestrator {
     next_offer: AtomicU64,
     /// Set once the listener is bound (for tests that ask for port 0).
     pub listen_addr: Mutex<Option<SocketAddr>>,
+    /// The address peers know this host by.
+    advertised: Mutex<Option<SocketAddr>>,
     /// Who gossip says is alive.
     pub members: Arc<augur_mesh::Members>,
 }
@@ -149,6 +155,7 @@ impl Orchestrator {
             wake: Notify::new(),
             next_offer: AtomicU64::new(1),
             listen_addr: Mutex::new(None),
+            advertised: Mutex::new(None),
             members: Arc::new(augur_mesh::Members::default()),
         })
     }
@@ -229,18 +236,32 @@ impl Orchestrator {
 
     /// Asks every known peer and every seed for its state.
     async fn refresh_peers(&self) {
+        let gossiping: Vec<SocketAddr> = self.members.live().into_iter().map(|m| m.mesh).collect();
         let mut addrs: Vec<SocketAddr> = self.seeds.clone();
         addrs.extend(lock(&self.peers).keys().copied());
-        addrs.extend(self.members.live().into_iter().map(|m| m.mesh));
+        addrs.extend(gossiping.iter().copied());
         addrs.sort();
         addrs.dedup();
-        let own = *lock(&self.listen_addr);
-        for addr in addrs.into_iter().filter(|a| Some(*a) != own) {
-            let answer = self.node.request(addr, Message::Ping, PEER_TIMEOUT).await;
+        let own = [*lock(&self.listen_addr), *lock(&self.advertised)];
+        let asks: Vec<_> = addrs
+            .into_iter()
+            .filter(|a| !own.contains(&Some(*a)))
+            .map(|addr| {
+                let node = self.node.clone();
+                (
+                    addr,
+                    tokio::spawn(async move {
+                        node.request(addr, "", Message::Ping, PEER_TIMEOUT).await
+                    }),
+                )
+            })
+            .collect();
+        for (addr, ask) in asks {
+            let answer = ask.await;
             let mut peers = lock(&self.peers);
             let state = peers.entry(addr).or_default();
             match answer {
-                Ok(reply) => match reply.msg {
+                Ok(Ok(reply)) => match reply.msg {
                     Message::Pong {
                         headroom,
                         capacity,
@@ -257,9 +278,17 @@ impl Orchestrator {
                     }
                     other => state.error = Some(format!("unexpected answer to a ping: {other:?}")),
                 },
-                Err(e) => state.error = Some(e.to_string()),
+                Ok(Err(e)) => state.error = Some(e.to_string()),
+                Err(e) => state.error = Some(format!("ping task failed: {e}")),
             }
         }
+        // Forget addresses that neither the config nor gossip names and that have been silent
+        // for a while, so dead hosts do not cost every pass a timeout.
+        lock(&self.peers).retain(|addr, p| {
+            self.seeds.contains(addr)
+                || gossiping.contains(addr)
+                || p.last_seen.is_some_and(|t| t.elapsed() < FORGET_AFTER)
+        });
     }
 
     fn record_decision(&self, host: &Host, decision: DecisionReply) {
@@ -291,7 +320,21 @@ impl Orchestrator {
     /// One pass of the loop.
     pub async fn tick(&self, host: &Arc<Host>) {
         self.refresh_peers().await;
-        let local = local_view(host, &self.node.id, self.draining.load(Ordering::Acquire));
+        // Reading windows and forecasts takes the host's locks and the store: not on the runtime.
+        let local = {
+            let (host, id, draining) = (
+                host.clone(),
+                self.node.id.clone(),
+                self.draining.load(Ordering::Acquire),
+            );
+            match tokio::task::spawn_blocking(move || local_view(&host, &id, draining)).await {
+                Ok(view) => view,
+                Err(e) => {
+                    warn!(error = %e, "the local view could not be read");
+                    return;
+                }
+            }
+        };
         // What this host says of itself to peers: its VMs' forecast.
         {
             let own = vec![HorizonDemand {
@@ -415,7 +458,9 @@ impl Orchestrator {
             })
             .collect();
         candidates.sort_by_key(|p| p.id != chosen.to);
-        let lease = Duration::from_secs(self.config.lease_s);
+        // The lease must outlast the move, or the target may give the room away meanwhile.
+        let needed = chosen.cost.total_s * LEASE_MARGIN + 60.0;
+        let lease = Duration::from_secs_f64(needed.clamp(self.config.lease_s as f64, 600.0));
         let started = Instant::now();
         let negotiation =
             augur_mesh::negotiate(&self.node, offer, &candidates, lease, PEER_TIMEOUT).await;
@@ -459,8 +504,24 @@ impl Orchestrator {
             .find(|(a, _)| *a == grant.peer.addr)
             .map(|(_, p)| p.info.clone())
             .unwrap_or_default();
+        let dest_uri = match info.libvirt_uri.as_deref().map(safe_libvirt_uri) {
+            Some(Ok(uri)) => uri,
+            other => {
+                let why = match other {
+                    Some(Err(e)) => e,
+                    _ => "it advertises none".to_string(),
+                };
+                record.error = Some(format!("{}'s libvirt URI refused: {why}", grant.peer.id));
+                if let Err(e) = augur_mesh::release(&self.node, &grant, PEER_TIMEOUT).await {
+                    warn!(vm = %vm.id, error = %e, "release not acknowledged; the lease will lapse");
+                }
+                warn!(vm = %vm.id, error = ?record.error, "move refused; the VM stays here");
+                self.record_migration(host, record);
+                return;
+            }
+        };
         let request = MigrationRequest {
-            dest_uri: info.libvirt_uri.clone().unwrap_or_default(),
+            dest_uri,
             migrate_uri: info.migrate_host.as_ref().map(|h| format!("tcp://{h}")),
             method: chosen.cost.method,
             dest_xml: None,
@@ -498,6 +559,16 @@ impl Orchestrator {
                 });
                 info!(vm = %vm.id, to = %grant.peer.id, total_ms = ?r.total_ms, downtime_ms = ?r.downtime_ms, "moved");
             }
+            Ok(r) if !r.running_on_source => {
+                // libvirt reported an error but the domain is no longer here (it failed after
+                // the switch-over, or post-copy is finishing): the target holds it now.
+                record.error = r.error;
+                record.to = Some(grant.peer.id.clone());
+                if let Err(e) = augur_mesh::commit(&self.node, &grant, PEER_TIMEOUT).await {
+                    warn!(vm = %vm.id, error = %e, "commit not acknowledged");
+                }
+                warn!(vm = %vm.id, error = ?record.error, "migration reported an error, but the VM left this host");
+            }
             other => {
                 record.error = Some(match other {
                     Ok(r) => r.error.unwrap_or_else(|| "migration failed".into()),
@@ -510,6 +581,44 @@ impl Orchestrator {
             }
         }
         self.record_migration(host, record);
+    }
+}
+
+/// A peer's advertised libvirt URI, if it is one augurd will hand to libvirt: QEMU's system
+/// instance over TLS, TCP, SSH or a unix socket, with no option but a unix socket's path.
+/// libvirt URIs carry transport options (a command to run, certificate checks off), and a peer
+/// is not trusted with those.
+pub fn safe_libvirt_uri(uri: &str) -> Result<String, String> {
+    if uri.len() > 512 || uri.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("too long, or it holds control characters or spaces".into());
+    }
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or_else(|| format!("{uri:?} has no scheme"))?;
+    if !matches!(scheme, "qemu+tls" | "qemu+tcp" | "qemu+ssh" | "qemu+unix") {
+        return Err(format!("transport {scheme:?} is not allowed"));
+    }
+    let (location, query) = match rest.split_once('?') {
+        Some((l, q)) => (l, Some(q)),
+        None => (rest, None),
+    };
+    let (host, path) = location.split_at(location.find('/').unwrap_or(location.len()));
+    if path != "/system" {
+        return Err(format!("{path:?} is not /system"));
+    }
+    if host.contains('@') {
+        return Err("user names in the URI are not allowed".into());
+    }
+    match (scheme, query) {
+        (_, None) => Ok(uri.to_string()),
+        ("qemu+unix", Some(q)) => {
+            let socket = q
+                .strip_prefix("socket=")
+                .filter(|p| p.starts_with('/') && !p.contains('&') && !p.contains(".."))
+                .ok_or_else(|| "only socket=/absolute/path is allowed".to_string())?;
+            Ok(format!("qemu+unix:///system?socket={socket}"))
+        }
+        (_, Some(_)) => Err("URI options are not allowed".into()),
     }
 }
 
@@ -719,6 +828,7 @@ pub async fn start(host: &Arc<Host>, stop: watch::Receiver<bool>) -> anyhow::Res
     } else {
         host.config.mesh.advertise.parse()?
     };
+    *lock(&orchestrator.advertised) = Some(advertised);
     // Gossip on UDP at the same address and port as negotiation on TCP.
     let udp = tokio::net::UdpSocket::bind(addr)
         .await
@@ -757,4 +867,33 @@ pub async fn start(host: &Arc<Host>, stop: watch::Receiver<bool>) -> anyhow::Res
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_libvirt_uri;
+
+    #[test]
+    fn peers_may_advertise_plain_libvirt_uris_only() {
+        for ok in [
+            "qemu+tls://h2.example/system",
+            "qemu+tcp://10.0.0.2/system",
+            "qemu+ssh://h2/system",
+            "qemu+unix:///system?socket=/var/tmp/lv/2/run/libvirt-sock",
+        ] {
+            assert_eq!(safe_libvirt_uri(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "qemu+ext:///system?command=/sbin/poweroff",
+            "qemu+tls://h2/system?no_verify=1",
+            "qemu+ssh://root@h2/system?keyfile=/root/.ssh/id",
+            "qemu+unix:///system?socket=/a&command=/bin/sh",
+            "qemu+tcp://h2/session",
+            "qemu:///system",
+            "qemu+tcp://h2/system\u{0}",
+            "xen+tcp://h2/system",
+        ] {
+            assert!(safe_libvirt_uri(bad).is_err(), "{bad} accepted");
+        }
+    }
 }

@@ -55,10 +55,12 @@ impl Connection {
             .conn
             .list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
             .map_err(lv)?;
-        domains
+        // A domain that vanished between the listing and its XML (a migration) is skipped, not
+        // an error for the whole list.
+        Ok(domains
             .iter()
-            .map(|d| DomainXml::parse(&d.xml_desc(0).map_err(lv)?))
-            .collect()
+            .filter_map(|d| DomainXml::parse(&d.xml_desc(0).ok()?).ok())
+            .collect())
     }
 
     /// Bulk stats of every running domain, in one call.
@@ -113,7 +115,19 @@ impl Connection {
             dest_xml: request.dest_xml.clone(),
             ..Default::default()
         };
+        let strings = [
+            Some(request.dest_uri.as_str()),
+            request.migrate_uri.as_deref(),
+            request.dest_xml.as_deref(),
+        ];
+        if strings.iter().flatten().any(|s| s.contains('\0')) {
+            report.error = Some("a NUL byte in the destination URI or XML".into());
+            report.running_on_source = true;
+            return report;
+        }
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // However this function leaves (a panic in the bindings included), the watcher stops.
+        let _stop_watcher = StopOnDrop(done.clone());
         let watcher = progress_watcher(
             self.uri.clone(),
             name.to_string(),
@@ -175,6 +189,15 @@ impl JobStats {
 
     fn get(&self, field: &str) -> Option<u64> {
         self.stats.get(field)
+    }
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

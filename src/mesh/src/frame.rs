@@ -43,6 +43,8 @@ pub enum FrameError {
     BadPayload(String),
     #[error("message from {from} is {skew_ms} ms off this host's clock (max {MAX_SKEW_MS})")]
     Stale { from: String, skew_ms: u64 },
+    #[error("message from {from:?} for {to:?} is not for this host")]
+    Misaddressed { from: String, to: String },
     #[error("replayed message from {from} (seq {seq}, last seen {last})")]
     Replayed { from: String, seq: u64, last: u64 },
 }
@@ -131,6 +133,8 @@ pub struct ReplayGuard {
 struct SeenWindow {
     highest: u64,
     seen: std::collections::BTreeSet<u64>,
+    /// When this sender was last heard (ms), for eviction.
+    heard_ms: u64,
 }
 
 /// Sequence numbers further than this below a sender's highest are refused.
@@ -149,7 +153,7 @@ impl ReplayGuard {
         }
         let seq = envelope.seq;
         if let Some(w) = self.senders.get(&envelope.from) {
-            if seq + REPLAY_WINDOW <= w.highest || w.seen.contains(&seq) {
+            if seq.saturating_add(REPLAY_WINDOW) <= w.highest || w.seen.contains(&seq) {
                 return Err(FrameError::Replayed {
                     from: envelope.from.clone(),
                     seq,
@@ -160,13 +164,14 @@ impl ReplayGuard {
             if let Some(oldest) = self
                 .senders
                 .iter()
-                .min_by_key(|(_, w)| w.highest)
+                .min_by_key(|(_, w)| w.heard_ms)
                 .map(|(k, _)| k.clone())
             {
                 self.senders.remove(&oldest);
             }
         }
         let w = self.senders.entry(envelope.from.clone()).or_default();
+        w.heard_ms = now_ms;
         w.highest = w.highest.max(seq);
         w.seen.insert(seq);
         let floor = w.highest.saturating_sub(REPLAY_WINDOW);
@@ -189,6 +194,7 @@ mod tests {
     fn envelope(seq: u64, sent_ms: u64) -> Envelope {
         Envelope {
             from: "host-a".into(),
+            to: "host-b".into(),
             seq,
             sent_ms,
             reply_to: None,

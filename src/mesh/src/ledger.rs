@@ -7,6 +7,13 @@ use crate::message::{Demand, HorizonDemand, HostId, LeaseId, Offer};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// Reservations one source may hold at once, and all sources together.
+pub const MAX_PER_SOURCE: usize = 16;
+pub const MAX_RESERVATIONS: usize = 256;
+/// How long an arrived VM is counted before the host's own forecast must have taken it over
+/// (a VM that never shows up stops holding room).
+pub const ARRIVAL_GRACE: Duration = Duration::from_secs(1800);
+
 /// A reservation held for a source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
@@ -30,6 +37,8 @@ pub enum LedgerError {
     },
     #[error("this host is draining (maintenance): it takes no VMs")]
     Draining,
+    #[error("{0}")]
+    Busy(String),
     #[error("no reservation {0} (it expired or was released)")]
     UnknownLease(LeaseId),
     #[error("reservation {lease} belongs to {owner}, not {asker}")]
@@ -48,8 +57,8 @@ pub struct Ledger {
     /// The host's own forecast for its current VMs, by horizon.
     own: Vec<HorizonDemand>,
     reservations: BTreeMap<LeaseId, Reservation>,
-    /// VMs committed to this host that its own forecast does not hold yet.
-    arrived: BTreeMap<String, Offer>,
+    /// VMs committed to this host that its own forecast does not hold yet, and when.
+    arrived: BTreeMap<String, (Offer, Instant)>,
     next_lease: LeaseId,
     draining: bool,
 }
@@ -80,9 +89,14 @@ impl Ledger {
 
     /// The host's fresh forecast of its own VMs; `present` are the VMs it includes, so VMs
     /// that arrived by migration stop being counted twice.
+    /// VMs that arrived are dropped once they are `present` in the forecast, or after
+    /// [`ARRIVAL_GRACE`].
     pub fn set_own(&mut self, forecast: Vec<HorizonDemand>, present: &[String]) {
         self.own = forecast;
-        self.arrived.retain(|vm, _| !present.contains(vm));
+        let now = Instant::now();
+        self.arrived.retain(|vm, (_, at)| {
+            !present.contains(vm) && now.saturating_duration_since(*at) < ARRIVAL_GRACE
+        });
     }
 
     pub fn set_draining(&mut self, draining: bool) {
@@ -129,7 +143,7 @@ impl Ledger {
             for r in self.reservations.values().filter(|r| r.expires > now) {
                 total = total.plus(&upper_at(&r.offer.forecast, horizon));
             }
-            for o in self.arrived.values() {
+            for (o, _) in self.arrived.values() {
                 total = total.plus(&upper_at(&o.forecast, horizon));
             }
             for ((resource, used), (_, cap)) in
@@ -162,9 +176,23 @@ impl Ledger {
         now: Instant,
     ) -> Result<Reservation, LedgerError> {
         self.expire(now);
+        if offer.is_empty() {
+            return Err(LedgerError::BadOffer("it asks for nothing".into()));
+        }
+        let mine = self
+            .reservations
+            .values()
+            .filter(|r| r.source == source)
+            .count();
+        if mine >= MAX_PER_SOURCE || self.reservations.len() >= MAX_RESERVATIONS {
+            return Err(LedgerError::Busy(format!(
+                "too many reservations held ({mine} for {source}, {} in all)",
+                self.reservations.len()
+            )));
+        }
         self.headroom_with(&offer, now)?;
         let id = self.next_lease;
-        self.next_lease += 1;
+        self.next_lease = self.next_lease.wrapping_add(1).max(1);
         let reservation = Reservation {
             lease: id,
             source: source.to_string(),
@@ -208,7 +236,8 @@ impl Ledger {
             .reservations
             .remove(&lease)
             .ok_or(LedgerError::UnknownLease(lease))?;
-        self.arrived.insert(r.offer.vm.clone(), r.offer.clone());
+        self.arrived
+            .insert(r.offer.vm.clone(), (r.offer.clone(), now));
         Ok(r.offer)
     }
 
@@ -276,7 +305,7 @@ impl Ledger {
                     .values()
                     .filter(|r| r.expires > now)
                     .map(|r| &r.offer)
-                    .chain(self.arrived.values());
+                    .chain(self.arrived.values().map(|(o, _)| o));
                 for o in others {
                     upper = upper.plus(&upper_at(&o.forecast, horizon_s));
                     let m = o
@@ -311,7 +340,7 @@ impl Ledger {
                 for r in self.reservations.values().filter(|r| r.expires > now) {
                     booked = booked.plus(&upper_at(&r.offer.forecast, horizon_s));
                 }
-                for o in self.arrived.values() {
+                for (o, _) in self.arrived.values() {
                     booked = booked.plus(&upper_at(&o.forecast, horizon_s));
                 }
                 let free = |cap: f64, used: f64| (cap * self.limit - used).max(0.0);

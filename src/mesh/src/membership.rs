@@ -131,8 +131,11 @@ impl Members {
                 live.insert(m.host.clone(), m);
             }
             OwnedNotification::MemberDown(m) => {
-                warn!(member = %m.host, "mesh member down");
-                live.remove(&m.host);
+                // Only this life of the member: a newer one may already be up.
+                if live.get(&m.host) == Some(&m) {
+                    warn!(member = %m.host, "mesh member down");
+                    live.remove(&m.host);
+                }
             }
             OwnedNotification::Rename(old, new) => {
                 live.remove(&old.host);

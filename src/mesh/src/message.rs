@@ -81,6 +81,14 @@ pub struct Offer {
 pub const MAX_HORIZONS: usize = 16;
 
 impl Offer {
+    /// Whether the offer asks for anything at all (an empty one would fit anywhere, forever).
+    pub fn is_empty(&self) -> bool {
+        self.forecast
+            .iter()
+            .all(|h| h.upper.fields().iter().all(|(_, v)| *v == 0.0))
+            && self.memory_mib == 0
+    }
+
     /// Whether a peer's offer is well formed (it is checked before anything is reserved).
     pub fn validate(&self) -> Result<(), String> {
         if self.vm.is_empty() || self.vm.len() > 256 {
@@ -170,6 +178,10 @@ pub enum Message {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     pub from: HostId,
+    /// Who it is for; empty only on a `Ping` to an address whose host is not known yet. A frame
+    /// for another host is refused, so a frame copied off the wire cannot be replayed elsewhere.
+    #[serde(default)]
+    pub to: HostId,
     /// Increases with every message a host sends (a replayed message is refused).
     pub seq: u64,
     /// The sender's clock, milliseconds since the epoch.

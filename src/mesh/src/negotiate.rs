@@ -54,7 +54,7 @@ pub async fn negotiate(
 ) -> Negotiation {
     let asks = peers.iter().map(|p| {
         let msg = Message::Offer(offer.clone());
-        async move { (p.clone(), node.request(p.addr, msg, timeout).await) }
+        async move { (p.clone(), node.request(p.addr, &p.id, msg, timeout).await) }
     });
     let answers = futures_join_all(asks).await;
     let mut negotiation = Negotiation {
@@ -90,7 +90,11 @@ pub async fn negotiate(
             offer: offer.clone(),
             lease_ms: lease.as_millis() as u64,
         };
-        match node.request(peer.addr, msg, timeout).await.map(|e| e.msg) {
+        match node
+            .request(peer.addr, &peer.id, msg, timeout)
+            .await
+            .map(|e| e.msg)
+        {
             Ok(Message::Granted {
                 offer_id,
                 lease,
@@ -142,6 +146,7 @@ pub async fn commit(node: &Node, grant: &Grant, timeout: Duration) -> Result<(),
     match node
         .request(
             grant.peer.addr,
+            &grant.peer.id,
             Message::Commit { lease: grant.lease },
             timeout,
         )
@@ -158,6 +163,7 @@ pub async fn commit(node: &Node, grant: &Grant, timeout: Duration) -> Result<(),
 pub async fn release(node: &Node, grant: &Grant, timeout: Duration) -> Result<(), MeshError> {
     node.request(
         grant.peer.addr,
+        &grant.peer.id,
         Message::Release { lease: grant.lease },
         timeout,
     )

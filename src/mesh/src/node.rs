@@ -19,6 +19,9 @@ pub const MAX_LEASE: Duration = Duration::from_secs(600);
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
 /// How long a peer may take to send a whole request.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the listen queue. Each may hold a frame buffer
+/// before it has proven anything, so this bounds what strangers can make the host allocate.
+const MAX_CONNECTIONS: usize = 64;
 /// At most one log line per this long about peers that fail authentication.
 const AUTH_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -83,9 +86,10 @@ impl Node {
         &self.key
     }
 
-    fn envelope(&self, msg: Message, reply_to: Option<u64>) -> Envelope {
+    fn envelope(&self, to: &str, msg: Message, reply_to: Option<u64>) -> Envelope {
         Envelope {
             from: self.id.clone(),
+            to: to.to_string(),
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             sent_ms: now_ms(),
             reply_to,
@@ -176,13 +180,24 @@ impl Node {
         listener: TcpListener,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             tokio::select! {
                 _ = stop.changed() => return,
                 accepted = listener.accept() => {
-                    let Ok((stream, peer)) = accepted else { continue };
+                    let Ok((stream, peer)) = accepted else {
+                        // Out of descriptors, say: do not spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
                     let node = self.clone();
-                    tokio::spawn(async move { node.connection(stream, peer).await });
+                    tokio::spawn(async move {
+                        node.connection(stream, peer).await;
+                        drop(slot);
+                    });
                 }
             }
         }
@@ -199,6 +214,7 @@ impl Node {
                 }
             };
             let envelope = match frame::decode(&self.key, &frame)
+                .and_then(|e| self.addressed_to_me(e))
                 .and_then(|e| lock(&self.guard).check(&e, now_ms()).map(|()| e))
             {
                 Ok(e) => e,
@@ -208,24 +224,40 @@ impl Node {
                     return;
                 }
             };
-            let reply = self.handle(&envelope.from, envelope.msg);
-            let out = match frame::encode(&self.key, &self.envelope(reply, Some(envelope.seq))) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    warn!(%peer, error = %e, "reply not encoded");
-                    return;
-                }
-            };
+            let from = envelope.from.clone();
+            let reply = self.handle(&from, envelope.msg);
+            let out =
+                match frame::encode(&self.key, &self.envelope(&from, reply, Some(envelope.seq))) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        warn!(%peer, error = %e, "reply not encoded");
+                        return;
+                    }
+                };
             if stream.write_all(&out).await.is_err() {
                 return;
             }
         }
     }
 
-    /// Sends `msg` to the host at `addr` and returns its authenticated answer.
+    /// Refuses a frame meant for another host, or claiming to come from this one.
+    fn addressed_to_me(&self, e: Envelope) -> Result<Envelope, FrameError> {
+        let for_me = e.to == self.id || (e.to.is_empty() && matches!(e.msg, Message::Ping));
+        if !for_me || e.from == self.id {
+            return Err(FrameError::Misaddressed {
+                from: e.from,
+                to: e.to,
+            });
+        }
+        Ok(e)
+    }
+
+    /// Sends `msg` to the host `to` (empty for a ping to a host not known yet) at `addr`
+    /// and returns its authenticated answer.
     pub async fn request(
         &self,
         addr: SocketAddr,
+        to: &str,
         msg: Message,
         timeout: Duration,
     ) -> Result<Envelope, MeshError> {
@@ -238,7 +270,7 @@ impl Node {
                         reason: e.to_string(),
                     })?;
             let _ = stream.set_nodelay(true);
-            let request = self.envelope(msg, None);
+            let request = self.envelope(to, msg, None);
             let bytes = frame::encode(&self.key, &request)
                 .map_err(|error| MeshError::BadReply { addr, error })?;
             stream
@@ -257,6 +289,15 @@ impl Node {
                         .into(),
                 })?;
             let reply = frame::decode(&self.key, &frame)
+                .and_then(|e| {
+                    if e.to != self.id || (!to.is_empty() && e.from != to) {
+                        return Err(FrameError::Misaddressed {
+                            from: e.from,
+                            to: e.to,
+                        });
+                    }
+                    Ok(e)
+                })
                 .and_then(|e| lock(&self.guard).check(&e, now_ms()).map(|()| e))
                 .map_err(|error| MeshError::BadReply { addr, error })?;
             if reply.reply_to != Some(request.seq) {

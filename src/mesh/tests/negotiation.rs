@@ -275,6 +275,7 @@ async fn a_replayed_frame_gets_no_answer() {
         &k,
         &augur_mesh::Envelope {
             from: "src".into(),
+            to: "target".into(),
             seq: 42,
             sent_ms: augur_mesh::node::now_ms(),
             reply_to: None,
@@ -297,4 +298,46 @@ async fn a_replayed_frame_gets_no_answer() {
     );
     assert_eq!(exchange(frame).await, 0, "the replay is not");
     assert_eq!(target.auth_failures.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_frame_for_another_host_is_refused() {
+    let k = key(7);
+    let target = host("target", 0.0, &k);
+    let (addr, _stop) = serve(&target).await;
+    let source = host("src", 0.0, &k);
+    // A reservation meant for "elsewhere", delivered here (a frame copied off the wire).
+    let answer = source
+        .request(
+            addr,
+            "elsewhere",
+            Message::Reserve {
+                offer: offer(1, "vm", 1.0),
+                lease_ms: 30_000,
+            },
+            TIMEOUT,
+        )
+        .await;
+    assert!(answer.is_err(), "{answer:?}");
+    assert_eq!(target.auth_failures.load(Ordering::Relaxed), 1);
+    assert!(target
+        .ledger
+        .lock()
+        .unwrap()
+        .reservations(Instant::now())
+        .is_empty());
+    // Addressed to it, the same request is served.
+    let answer = source
+        .request(
+            addr,
+            "target",
+            Message::Reserve {
+                offer: offer(2, "vm", 1.0),
+                lease_ms: 30_000,
+            },
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(answer.msg, Message::Granted { .. }), "{answer:?}");
 }

@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
-/// Reports read per second before the reader pauses; the shim sends one per interval.
+/// Frames read per second before the reader pauses; the shim sends one or two per interval.
 pub const MAX_REPORTS_PER_S: u32 = 20;
 /// The most readings one shim sample may carry.
 pub const MAX_READINGS: usize = 128;
@@ -75,35 +75,35 @@ impl ShimDecoder {
     }
 
     /// Takes bytes as they came off the channel, at most [`MAX_PAYLOAD`] at a time; returns how
-    /// many whole reports (samples) they completed.
+    /// many frames (good or bad) they completed, which is what the reader's rate limit counts:
+    /// a guest sending junk fast costs validation as much as one sending reports fast.
     pub fn feed(&mut self, bytes: &[u8], vm_name: &str) -> u32 {
         self.stats.bytes += bytes.len() as u64;
-        let mut reports = 0;
+        let mut frames = 0;
         for chunk in bytes.chunks(MAX_PAYLOAD) {
             self.reader.push(chunk);
             loop {
                 match self.reader.next_record() {
                     Ok(None) => break,
                     Ok(Some(Record::Sample(sample))) => {
-                        if self.accept_sample(sample, vm_name) {
-                            reports += 1;
-                        }
+                        self.accept_sample(sample, vm_name);
                     }
                     Ok(Some(Record::Flows(flows))) => self.flows = Some(flows),
                     Err(error) => self.bad(error.to_string(), vm_name),
                 }
+                frames += 1;
             }
         }
-        reports
+        frames
     }
 
-    fn accept_sample(&mut self, mut sample: Sample, vm_name: &str) -> bool {
+    fn accept_sample(&mut self, mut sample: Sample, vm_name: &str) {
         if sample.source != Source::Shim.code() {
             self.bad(
                 format!("sample claims source {} instead of shim", sample.source),
                 vm_name,
             );
-            return false;
+            return;
         }
         let before = sample.readings.len();
         sample.readings.retain(|r| shim_metric(r.metric));
@@ -112,7 +112,6 @@ impl ShimDecoder {
         self.stats.reports += 1;
         // The guest's clock is the guest's: rates are taken on the host's.
         self.latest = Some((sample, now_ns()));
-        true
     }
 
     fn bad(&mut self, error: String, vm_name: &str) {
@@ -247,12 +246,12 @@ fn read_loop(name: &str, path: &std::path::Path, decoder: &Mutex<ShimDecoder>, s
             d.stats.connections += 1;
         }
         let mut second = Instant::now();
-        let mut reports_this_second = 0u32;
+        let mut frames_this_second = 0u32;
         while !stop.load(Ordering::Acquire) {
             match stream.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    reports_this_second += lock(decoder).feed(&buf[..n], name);
+                    frames_this_second += lock(decoder).feed(&buf[..n], name);
                 }
                 Err(e)
                     if matches!(
@@ -268,8 +267,8 @@ fn read_loop(name: &str, path: &std::path::Path, decoder: &Mutex<ShimDecoder>, s
             }
             if second.elapsed() >= Duration::from_secs(1) {
                 second = Instant::now();
-                reports_this_second = 0;
-            } else if reports_this_second >= MAX_REPORTS_PER_S {
+                frames_this_second = 0;
+            } else if frames_this_second >= MAX_REPORTS_PER_S {
                 // Leave the rest in the socket: the guest's writes block, not our memory.
                 lock(decoder).stats.throttled += 1;
                 std::thread::sleep(Duration::from_secs(1).saturating_sub(second.elapsed()));
@@ -305,7 +304,7 @@ mod tests {
         let mut d = ShimDecoder::new();
         let mut bytes = framed(&shim_sample(10));
         bytes.extend(framed(&shim_sample(20)));
-        assert_eq!(d.feed(&bytes, "vm"), 2);
+        assert_eq!(d.feed(&bytes, "vm"), 2, "two frames");
         let s = d.take(7).unwrap();
         assert_eq!(s.vm, 7);
         assert!(s.ts_ns > 1, "stamped on arrival");
