@@ -130,12 +130,10 @@ impl Members {
                 info!(member = %m.host, gossip = %m.gossip, "mesh member up");
                 live.insert(m.host.clone(), m);
             }
-            OwnedNotification::MemberDown(m) => {
-                // Only this life of the member: a newer one may already be up.
-                if live.get(&m.host) == Some(&m) {
-                    warn!(member = %m.host, "mesh member down");
-                    live.remove(&m.host);
-                }
+            // Only this life of the member: a newer one may already be up.
+            OwnedNotification::MemberDown(m) if live.get(&m.host) == Some(&m) => {
+                warn!(member = %m.host, "mesh member down");
+                live.remove(&m.host);
             }
             OwnedNotification::Rename(old, new) => {
                 live.remove(&old.host);
