@@ -24,7 +24,8 @@ pub struct SimulateArgs {
     /// sized so the VMs' mean demand fills --fill of the hosts.
     #[arg(long)]
     pub host_capacity: Option<f64>,
-    /// none, reactive or proactive.
+    /// none, reactive or proactive; several separated by commas (or "all") replay the same
+    /// placement under each, draw them in one SVG and print one report (JSON object) per policy.
     #[arg(long)]
     pub policy: String,
     /// Share of the hosts' capacity the VMs' mean demand fills when --host-capacity is not given.
@@ -94,10 +95,15 @@ fn load(args: &SimulateArgs) -> anyhow::Result<(Vec<SimVm>, usize)> {
 }
 
 pub fn run(args: &SimulateArgs, json: bool) -> anyhow::Result<()> {
-    let policy: Policy = args
-        .policy
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let names: Vec<&str> = if args.policy == "all" {
+        vec!["none", "reactive", "proactive"]
+    } else {
+        args.policy.split(',').map(str::trim).collect()
+    };
+    let policies: Vec<Policy> = names
+        .iter()
+        .map(|n| n.parse().map_err(|e: String| anyhow::anyhow!(e)))
+        .collect::<anyhow::Result<_>>()?;
     if args.hosts == 0 || args.hosts > 100_000 {
         anyhow::bail!("--hosts must be 1 to 100000");
     }
@@ -119,23 +125,28 @@ pub fn run(args: &SimulateArgs, json: bool) -> anyhow::Result<()> {
     }
     let steps = vms.iter().map(|v| v.cpu.len()).min().unwrap_or(0);
     let warmup = args.warmup_steps.unwrap_or((7 * 288).min(steps / 3));
-    let config = SimConfig {
-        hosts: args.hosts,
-        host_capacity: args.host_capacity,
-        fill: args.fill,
-        seed: args.seed,
-        policy,
-        warmup_steps: warmup,
-        retrain_steps: 7 * 288,
-        horizon_steps: args.horizon_steps,
-        ..SimConfig::default()
-    };
-    let report = simulate(&vms, &config).map_err(|e| anyhow::anyhow!(e))?;
+    let mut reports = Vec::with_capacity(policies.len());
+    for policy in policies {
+        let config = SimConfig {
+            hosts: args.hosts,
+            host_capacity: args.host_capacity,
+            fill: args.fill,
+            seed: args.seed,
+            policy,
+            warmup_steps: warmup,
+            retrain_steps: 7 * 288,
+            horizon_steps: args.horizon_steps,
+            ..SimConfig::default()
+        };
+        let report = simulate(&vms, &config).map_err(|e| anyhow::anyhow!(e))?;
+        print(&report, left_out, json);
+        reports.push(report);
+    }
     if let Some(path) = &args.svg {
-        std::fs::write(path, augur_sim::svg::draw(&[&report], 5.0))
+        let all: Vec<&SimReport> = reports.iter().collect();
+        std::fs::write(path, augur_sim::svg::draw(&all, 5.0))
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    print(&report, left_out, json);
     Ok(())
 }
 

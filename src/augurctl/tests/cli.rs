@@ -279,6 +279,37 @@ fn simulate_replays_a_wide_trace_under_each_policy() {
         }
         assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
     }
+    // All three in one call: one JSON object per line, all drawn in one SVG.
+    let out = augurctl(
+        Path::new("/unused"),
+        &[
+            "simulate",
+            "--traces",
+            trace.to_str().unwrap(),
+            "--format",
+            "wide",
+            "--hosts",
+            "3",
+            "--policy",
+            "all",
+            "--warmup-steps",
+            "288",
+            "--svg",
+            svg.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "all: {}", failure(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = lines.iter().filter_map(|j| j["policy"].as_str()).collect();
+    assert_eq!(names, ["none", "reactive", "proactive"]);
+    let drawing = std::fs::read_to_string(&svg).unwrap();
+    for name in names {
+        assert!(drawing.contains(name), "the SVG names {name}");
+    }
     let bad = augurctl(
         Path::new("/unused"),
         &[
@@ -290,7 +321,7 @@ fn simulate_replays_a_wide_trace_under_each_policy() {
             "--hosts",
             "3",
             "--policy",
-            "greedy",
+            "none,greedy",
         ],
     );
     assert_eq!(bad.status.code(), Some(1));
