@@ -1,7 +1,9 @@
 //! Two augurd hosts, each with its own libvirt daemon, joined by the mesh on loopback. Draining
 //! one moves its domain to the other: the planner proposes the move, the peer bids and grants a
 //! lease, the domain is live-migrated peer to peer, the lease is committed, and the guest keeps
-//! running. A third host with another key is refused by both.
+//! running. A third host with another key is refused by both. Then the other way round, with
+//! the destination QEMU killed mid-migration: the move fails, the target releases the lease, and
+//! the guest keeps running on its source, once.
 //!
 //! Needs what `libvirt_guests` needs (root, QEMU, libvirt, the guest lab, the libvirt feature);
 //! prints `SKIPPED` with the reason otherwise.
@@ -230,7 +232,117 @@ fn draining_a_host_moves_its_domain_through_the_mesh() {
             .then_some(())
         },
     );
+
+    // The target dies mid-migration: host-a is back in service, host-b is drained, and every
+    // destination QEMU started for the domain on host-a's daemon is killed as soon as it shows.
+    assert!(matches!(
+        call(&a, Request::Resume),
+        Reply::Orchestrator {
+            draining: false,
+            ..
+        }
+    ));
+    let stop_killing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The running guest's QEMU also has -incoming on its command line (it arrived that way):
+    // only QEMUs started from now on are destinations.
+    let running = incoming_qemu("roamer");
+    let killer = {
+        let stop = stop_killing.clone();
+        std::thread::spawn(move || {
+            let mut killed = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                for pid in incoming_qemu("roamer")
+                    .into_iter()
+                    .filter(|p| !running.contains(p))
+                {
+                    std::thread::sleep(Duration::from_millis(150));
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
+                    killed += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            killed
+        })
+    };
+    assert!(matches!(
+        call(&b, Request::Drain { host: None }),
+        Reply::Orchestrator { draining: true, .. }
+    ));
+    let failed = wait_for(
+        "a move from host-b to fail",
+        Duration::from_secs(120),
+        || {
+            let Reply::Migrations { migrations } = call(&b, Request::Migrations) else {
+                return None;
+            };
+            migrations
+                .into_iter()
+                .find(|m| !m.ok && m.to.as_deref() == Some("host-a"))
+        },
+    );
+    assert!(matches!(
+        call(&b, Request::Pause),
+        Reply::Orchestrator { paused: true, .. }
+    ));
+    // A move already under way when the pause came finishes or fails on its own.
+    std::thread::sleep(Duration::from_secs(3));
+    stop_killing.store(true, std::sync::atomic::Ordering::Release);
+    let killed = killer.join().unwrap();
+    println!(
+        "target killed mid-migration ({killed} destination QEMU(s)): {:?}; lease released, VM stays",
+        failed.error
+    );
+    let (_, on_b) = lv_b.virsh(&["list", "--name"]);
+    let (_, on_a) = lv_a.virsh(&["list", "--name"]);
+
+    let runs = |list: &str| list.lines().any(|l| l.trim() == "roamer");
+    assert!(
+        runs(&on_b) != runs(&on_a),
+        "the VM runs exactly once: host-b {on_b:?}, host-a {on_a:?}"
+    );
+    if runs(&on_b) {
+        // host-a holds nothing for a move that failed.
+        let Reply::Peers(pa) = call(&a, Request::Peers) else {
+            panic!("peers answers");
+        };
+        assert_eq!(pa.reservations, 0, "the failed move's lease was released");
+    }
+    let beats = heartbeats(&serial);
+    wait_for(
+        "the heartbeat to go on after the failed move",
+        Duration::from_secs(30),
+        || (heartbeats(&serial) >= beats + 3).then_some(()),
+    );
     drop(c);
     drop(b);
     drop(a);
+}
+
+/// Pids of QEMU processes started to receive the domain `name` (`-incoming`), including one that
+/// received it earlier and runs it now.
+fn incoming_qemu(name: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let named = args
+            .iter()
+            .any(|a| a.starts_with(format!("guest={name},").as_bytes()));
+        let incoming = args.iter().any(|a| *a == b"-incoming");
+        if named && incoming {
+            pids.push(pid);
+        }
+    }
+    pids
 }
