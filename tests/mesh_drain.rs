@@ -335,11 +335,8 @@ fn incoming_qemu(name: &str) -> Vec<u32> {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let named = args
-            .iter()
-            .any(|a| a.starts_with(format!("guest={name},").as_bytes()));
-        let incoming = args.iter().any(|a| *a == b"-incoming");
+        let named = augur_libvirt::qemu_process::cmdline_names_domain(&cmdline, name);
+        let incoming = cmdline.split(|b| *b == 0).any(|a| a == b"-incoming");
         if named && incoming {
             pids.push(pid);
         }

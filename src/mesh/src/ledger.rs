@@ -63,13 +63,17 @@ pub struct Ledger {
     draining: bool,
 }
 
-fn upper_at(forecast: &[HorizonDemand], horizon_s: u32) -> Demand {
-    // The entry for this horizon, else the nearest longer one, else the longest there is.
+/// The entry for this horizon, else the nearest longer one, else the longest there is.
+fn entry_at(forecast: &[HorizonDemand], horizon_s: u32) -> Option<&HorizonDemand> {
     forecast
         .iter()
         .filter(|h| h.horizon_s >= horizon_s)
         .min_by_key(|h| h.horizon_s)
         .or_else(|| forecast.iter().max_by_key(|h| h.horizon_s))
+}
+
+fn upper_at(forecast: &[HorizonDemand], horizon_s: u32) -> Demand {
+    entry_at(forecast, horizon_s)
         .map(|h| h.upper)
         .unwrap_or_default()
 }
@@ -285,37 +289,22 @@ impl Ledger {
         } else {
             self.own.iter().map(|h| h.horizon_s).collect()
         };
+        let forecasts: Vec<&[HorizonDemand]> = std::iter::once(self.own.as_slice())
+            .chain(
+                self.reservations
+                    .values()
+                    .filter(|r| r.expires > now)
+                    .map(|r| r.offer.forecast.as_slice()),
+            )
+            .chain(self.arrived.values().map(|(o, _)| o.forecast.as_slice()))
+            .collect();
         horizons
             .into_iter()
             .map(|horizon_s| {
-                let own = self
-                    .own
-                    .iter()
-                    .find(|h| h.horizon_s == horizon_s)
-                    .copied()
-                    .unwrap_or(HorizonDemand {
-                        horizon_s,
-                        mean: Demand::default(),
-                        upper: Demand::default(),
-                    });
-                let mut mean = own.mean;
-                let mut upper = own.upper;
-                let others = self
-                    .reservations
-                    .values()
-                    .filter(|r| r.expires > now)
-                    .map(|r| &r.offer)
-                    .chain(self.arrived.values().map(|(o, _)| o));
-                for o in others {
-                    upper = upper.plus(&upper_at(&o.forecast, horizon_s));
-                    let m = o
-                        .forecast
-                        .iter()
-                        .filter(|h| h.horizon_s >= horizon_s)
-                        .min_by_key(|h| h.horizon_s)
-                        .map(|h| h.mean)
-                        .unwrap_or_default();
-                    mean = mean.plus(&m);
+                let (mut mean, mut upper) = (Demand::default(), Demand::default());
+                for h in forecasts.iter().filter_map(|f| entry_at(f, horizon_s)) {
+                    mean = mean.plus(&h.mean);
+                    upper = upper.plus(&h.upper);
                 }
                 HorizonDemand {
                     horizon_s,
@@ -328,30 +317,18 @@ impl Ledger {
 
     /// What this host could still take at each of its horizons (capacity × limit − booked).
     pub fn headroom(&self, now: Instant) -> Vec<HorizonDemand> {
-        let horizons: Vec<u32> = if self.own.is_empty() {
-            vec![300]
-        } else {
-            self.own.iter().map(|h| h.horizon_s).collect()
-        };
-        horizons
+        let free = |cap: f64, used: f64| (cap * self.limit - used).max(0.0);
+        self.booked(now)
             .into_iter()
-            .map(|horizon_s| {
-                let mut booked = upper_at(&self.own, horizon_s);
-                for r in self.reservations.values().filter(|r| r.expires > now) {
-                    booked = booked.plus(&upper_at(&r.offer.forecast, horizon_s));
-                }
-                for (o, _) in self.arrived.values() {
-                    booked = booked.plus(&upper_at(&o.forecast, horizon_s));
-                }
-                let free = |cap: f64, used: f64| (cap * self.limit - used).max(0.0);
+            .map(|b| {
                 let d = Demand {
-                    cpu: free(self.capacity.cpu, booked.cpu),
-                    memory_mib: free(self.capacity.memory_mib, booked.memory_mib),
-                    disk_bps: free(self.capacity.disk_bps, booked.disk_bps),
-                    net_bps: free(self.capacity.net_bps, booked.net_bps),
+                    cpu: free(self.capacity.cpu, b.upper.cpu),
+                    memory_mib: free(self.capacity.memory_mib, b.upper.memory_mib),
+                    disk_bps: free(self.capacity.disk_bps, b.upper.disk_bps),
+                    net_bps: free(self.capacity.net_bps, b.upper.net_bps),
                 };
                 HorizonDemand {
-                    horizon_s,
+                    horizon_s: b.horizon_s,
                     mean: d,
                     upper: d,
                 }
