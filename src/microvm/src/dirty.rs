@@ -58,12 +58,25 @@ struct Account {
     window_len: usize,
 }
 
+/// Pages collected from KVM for one consumer but not yet seen by it. KVM clears its log on
+/// every read, so each read is shared out to both consumers: sensing and a migration.
+#[derive(Debug, Default)]
+struct Pending {
+    sensing: Option<Vec<u64>>,
+    migration: Option<Vec<u64>>,
+}
+
+fn or_into(into: &mut [u64], from: &[u64]) {
+    into.iter_mut().zip(from).for_each(|(a, b)| *a |= b);
+}
+
 /// Harvests and accounts dirty pages of one VM.
 #[derive(Debug)]
 pub struct DirtyTracker {
     vm: Arc<VmFd>,
     memory_bytes: usize,
     collector: Collector,
+    pending: Mutex<Pending>,
     account: Mutex<Account>,
 }
 
@@ -111,6 +124,7 @@ impl DirtyTracker {
             vm,
             memory_bytes,
             collector,
+            pending: Mutex::new(Pending::default()),
             account: Mutex::new(Account {
                 totals: DirtyTotals::default(),
                 window: VecDeque::new(),
@@ -146,6 +160,60 @@ impl DirtyTracker {
 
     /// Collects the pages dirtied since the last harvest and updates the totals.
     pub fn harvest(&self) -> Result<DirtyTotals, DirtyError> {
+        let bitmap = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut bitmap = self.collect()?;
+            if let Some(migration) = &mut pending.migration {
+                or_into(migration, &bitmap);
+            }
+            if let Some(sensed) = pending.sensing.take() {
+                or_into(&mut bitmap, &sensed);
+            }
+            bitmap
+        };
+        Ok(self.account(bitmap))
+    }
+
+    /// Starts keeping a migration's own record of dirty pages, from now on.
+    pub fn begin_migration(&self) -> Result<(), DirtyError> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let bitmap = self.collect()?;
+        Self::keep_for_sensing(&mut pending, &bitmap);
+        pending.migration = Some(vec![0; bitmap_words(self.memory_bytes)]);
+        Ok(())
+    }
+
+    /// The pages dirtied since the migration began or last asked, as a bitmap (one bit per
+    /// page). Sensing still sees them on its next harvest.
+    pub fn take_migration(&self) -> Result<Vec<u64>, DirtyError> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let bitmap = self.collect()?;
+        Self::keep_for_sensing(&mut pending, &bitmap);
+        let mut out = pending
+            .migration
+            .replace(vec![0; bitmap.len()])
+            .unwrap_or_default();
+        out.resize(bitmap.len(), 0);
+        or_into(&mut out, &bitmap);
+        Ok(out)
+    }
+
+    pub fn end_migration(&self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .migration = None;
+    }
+
+    fn keep_for_sensing(pending: &mut Pending, bitmap: &[u64]) {
+        match &mut pending.sensing {
+            Some(sensed) => or_into(sensed, bitmap),
+            None => pending.sensing = Some(bitmap.to_vec()),
+        }
+    }
+
+    /// Reads (and clears) KVM's record of dirty pages.
+    fn collect(&self) -> Result<Vec<u64>, DirtyError> {
         let words = bitmap_words(self.memory_bytes);
         let bitmap = match &self.collector {
             Collector::Log => {
@@ -175,7 +243,7 @@ impl DirtyTracker {
                 bitmap
             }
         };
-        Ok(self.account(bitmap))
+        Ok(bitmap)
     }
 
     fn account(&self, bitmap: Vec<u64>) -> DirtyTotals {

@@ -11,12 +11,14 @@
 #![forbid(unsafe_code)]
 
 mod boot;
+mod control;
 mod counters;
 mod devices;
 mod dirty;
 mod fp_probe;
 pub mod guest_program;
 pub mod layout;
+pub mod migration;
 pub mod pacer;
 pub mod phase_plan;
 pub mod spec;
@@ -27,6 +29,7 @@ pub use counters::{FlowCount, VmCounters};
 pub use devices::{CountingSwitch, NetSwitch};
 pub use dirty::{pages_and_runs, DirtyMode};
 pub use fp_probe::fp_supported;
+pub use migration::{MigrationError, MigrationParams, MigrationReport};
 pub use spec::{PhaseKind, SpecError, VmSpec};
 pub use vm::{MicroVm, VmError, VmOptions, VmState, VmStatus};
 

@@ -1,6 +1,8 @@
 //! The host half of the guest's clock: holds each vCPU to its phase's target rate or load, ends
 //! phases on time, and sizes the work quantum. Pure logic on times the caller supplies.
 
+use crate::migration::codec::{Decoder, Encoder};
+use crate::migration::MigrationError;
 use crate::phase_plan::{PhasePlan, Target};
 use std::time::Duration;
 
@@ -115,6 +117,64 @@ impl Pacer {
     /// The guest halted: sleep one idle tick (or to the end of the phase).
     pub fn on_halt(&mut self, now: Duration) -> PaceDecision {
         self.finish(now, IDLE_TICK)
+    }
+}
+
+impl Pacer {
+    /// Writes the pacing state for a migration stream.
+    pub(crate) fn encode(&self, e: &mut Encoder) {
+        let (tag, value) = match self.target {
+            Target::Idle => (0, 0.0),
+            Target::Load(load) => (1, load),
+            Target::Rate(rate) => (2, rate),
+        };
+        e.u64(self.phase as u64)
+            .u64(self.duration.as_nanos() as u64)
+            .u8(tag)
+            .f64(value)
+            .u64(self.started.as_nanos() as u64)
+            .f64(self.units)
+            .u64(self.busy.as_nanos() as u64)
+            .u64(self.quantum)
+            .u8(u8::from(self.rate_paced_by_request));
+    }
+
+    /// Reads pacing state from a peer, refusing figures no pacer could have.
+    pub(crate) fn decode(d: &mut Decoder<'_>) -> Result<Self, MigrationError> {
+        let bad = |what: &str| MigrationError::Malformed(format!("pacer state: {what}"));
+        let phase = usize::try_from(d.u64()?).map_err(|_| bad("phase index"))?;
+        let duration = Duration::from_nanos(d.u64()?);
+        let (tag, value) = (d.u8()?, d.f64()?);
+        if !value.is_finite() || value < 0.0 {
+            return Err(bad("target is not a finite, non-negative figure"));
+        }
+        let target = match tag {
+            0 => Target::Idle,
+            1 => Target::Load(value),
+            2 => Target::Rate(value),
+            _ => return Err(bad("unknown target kind")),
+        };
+        let started = Duration::from_nanos(d.u64()?);
+        let units = d.f64()?;
+        if !units.is_finite() || units < 0.0 {
+            return Err(bad("units done is not a finite, non-negative figure"));
+        }
+        let busy = Duration::from_nanos(d.u64()?);
+        let quantum = d.u64()?;
+        if quantum == 0 || quantum > MAX_COMPUTE_QUANTUM {
+            return Err(bad("quantum out of range"));
+        }
+        let rate_paced_by_request = d.u8()? != 0;
+        Ok(Self {
+            phase,
+            duration,
+            target,
+            started,
+            units,
+            busy,
+            quantum,
+            rate_paced_by_request,
+        })
     }
 }
 

@@ -22,7 +22,7 @@
 //! the same on an emulating hypervisor and on a hardware-virtualised host. Rates are for the whole
 //! VM and are split evenly over its vCPUs.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub const MIN_MEMORY_MIB: u64 = 8;
@@ -50,7 +50,7 @@ pub enum SpecError {
 }
 
 /// Memory access order of a memory-touch phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pattern {
     Sequential,
@@ -58,7 +58,7 @@ pub enum Pattern {
 }
 
 /// What the guest does during one phase.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PhaseKind {
     /// The vCPUs halt.
@@ -136,7 +136,7 @@ impl PhaseKind {
 }
 
 /// A whole microVM description.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmSpec {
     pub name: String,
@@ -171,6 +171,11 @@ fn check_rate(phase: usize, what: &str, value: u64) -> Result<(), SpecError> {
 }
 
 impl VmSpec {
+    /// The spec as TOML that [`VmSpec::from_toml`] reads back.
+    pub fn to_toml(&self) -> Result<String, SpecError> {
+        toml::to_string(self).map_err(|e| SpecError::Parse(e.to_string()))
+    }
+
     pub fn from_toml(text: &str) -> Result<Self, SpecError> {
         let spec: VmSpec = toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
         spec.validate()?;

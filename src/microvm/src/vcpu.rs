@@ -1,25 +1,25 @@
 //! The vCPU thread: runs KVM_RUN, counts every exit by reason, and serves the guest's ports.
 
+use crate::control::{Control, Release};
 use crate::counters::VmCounters;
 use crate::devices::{self, Disk, Net};
 use crate::dirty::DirtyTracker;
 use crate::guest_program::ports;
 use crate::layout;
+use crate::migration::VcpuSnapshot;
 use crate::pacer::{PaceDecision, Pacer};
 use crate::phase_plan::PhasePlan;
 use crate::spec::MAX_REQUEST_KIB;
 use augur_sys::GuestMemory;
 use augur_wire::Metric;
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// `KVM_EXIT_DIRTY_RING_FULL`, which kvm-ioctls reports as unsupported.
 const KVM_EXIT_DIRTY_RING_FULL: u32 = 31;
-/// Longest uninterrupted sleep, so a stop request is seen promptly.
-const SLEEP_SLICE: Duration = Duration::from_millis(20);
 
 /// Why a vCPU thread ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,12 +38,14 @@ pub struct VcpuContext {
     pub plans: Arc<[PhasePlan]>,
     pub counters: Arc<VmCounters>,
     pub dirty: Arc<DirtyTracker>,
-    pub stop: Arc<AtomicBool>,
+    pub control: Arc<Control>,
     pub disk: Disk,
     pub net: Net,
     pub epoch: Instant,
     /// Phase this vCPU is in, for status reports.
     pub phase: Arc<AtomicU64>,
+    /// Pacing state carried over from the host this vCPU ran on before a migration.
+    pub resume: Option<(Pacer, Duration)>,
 }
 
 impl VcpuContext {
@@ -54,27 +56,51 @@ impl VcpuContext {
         }
     }
 
-    /// Sleeps up to `duration` in slices; false if asked to stop meanwhile.
-    fn sleep(&self, duration: Duration) -> bool {
-        let until = Instant::now() + duration;
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return false;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            std::thread::sleep(left.min(SLEEP_SLICE));
-        }
-    }
-
+    /// Writes the pacer's decision for the guest and sleeps it out; false if stopped. A pause
+    /// cuts the sleep short: the pacer's schedule is absolute, so the next quantum catches up.
     fn apply(&self, decision: PaceDecision) -> bool {
         self.write_mailbox(layout::MB_QUANTUM, decision.quantum);
         if decision.phase_over {
             self.write_mailbox(layout::MB_PHASE_OVER, 1);
         }
-        self.sleep(decision.sleep)
+        self.control.sleep(decision.sleep)
+    }
+
+    /// Takes this vCPU's snapshot for a pause and waits to be resumed or stopped.
+    fn park(&mut self, pacer: &Pacer, ran_since_pace: Duration) -> Release {
+        let parked = self.snapshot(pacer, ran_since_pace);
+        if let Err(reason) = &parked {
+            warn!(cpu = self.cpu, reason, "vCPU could not take its snapshot");
+        }
+        self.control.park(self.cpu as usize, parked)
+    }
+
+    fn snapshot(
+        &mut self,
+        pacer: &Pacer,
+        ran_since_pace: Duration,
+    ) -> Result<VcpuSnapshot, String> {
+        // KVM finishes a port access the guest is in the middle of only on the next KVM_RUN;
+        // one with immediate_exit set does that and returns at once, so the registers then
+        // describe the instruction after it.
+        self.vcpu.set_kvm_immediate_exit(1);
+        let entered = match self.vcpu.run() {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Err(e) => Err(format!("KVM_RUN to complete pending I/O failed: {e}")),
+            Ok(exit) => Err(format!(
+                "KVM_RUN with immediate_exit ran the guest: {exit:?}"
+            )),
+        };
+        self.vcpu.set_kvm_immediate_exit(0);
+        entered?;
+        let err = |what: &str, e: kvm_ioctls::Error| format!("{what} failed: {e}");
+        Ok(VcpuSnapshot {
+            regs: self.vcpu.get_regs().map_err(|e| err("KVM_GET_REGS", e))?,
+            sregs: self.vcpu.get_sregs().map_err(|e| err("KVM_GET_SREGS", e))?,
+            fpu: self.vcpu.get_fpu().map_err(|e| err("KVM_GET_FPU", e))?,
+            pacer: pacer.clone(),
+            ran_since_pace,
+        })
     }
 
     fn device_request(&mut self, port: u16, value: u64) {
@@ -91,11 +117,17 @@ impl VcpuContext {
 
     /// Runs the vCPU until it is stopped, the script ends, or the guest fails.
     pub fn run(mut self) -> VcpuEnd {
-        let mut pacer = Pacer::default();
-        let mut ran_since_pace = Duration::ZERO;
+        let (mut pacer, mut ran_since_pace) = self.resume.take().unwrap_or_default();
+        self.phase.store(pacer.phase() as u64, Ordering::Relaxed);
         loop {
-            if self.stop.load(Ordering::Relaxed) {
+            if self.control.stopped() {
                 return VcpuEnd::Stopped;
+            }
+            if self.control.pause_requested() {
+                match self.park(&pacer, ran_since_pace) {
+                    Release::Run => continue,
+                    Release::Stop => return VcpuEnd::Stopped,
+                }
             }
             let entered = Instant::now();
             let exit = self.vcpu.run();

@@ -1,24 +1,26 @@
 //! One running microVM: its KVM objects, guest memory, vCPU threads and sensing handles.
 
 use crate::boot;
+use crate::control::Control;
 use crate::counters::{FlowCount, VmCounters};
 use crate::devices::{Disk, Net, NetSwitch};
 use crate::dirty::{DirtyError, DirtyMode, DirtyTracker, SLOT};
 use crate::fp_probe::fp_supported;
 use crate::guest_program;
 use crate::layout;
+use crate::pacer::Pacer;
 use crate::phase_plan::{self, PhasePlan};
 use crate::spec::VmSpec;
 use crate::vcpu::{VcpuContext, VcpuEnd};
 use augur_sys::{DirtyRing, GuestMemory, KvmStats};
 use augur_wire::{Metric, Sample, Source, VmId};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -91,6 +93,8 @@ impl VmOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmState {
     Running,
+    /// The vCPUs are held (a migration whose outcome is not known: see `migration`).
+    Paused(String),
     /// The script ended (a spec with `repeat = false`).
     Finished,
     Stopped,
@@ -101,6 +105,7 @@ impl std::fmt::Display for VmState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             VmState::Running => f.write_str("running"),
+            VmState::Paused(reason) => write!(f, "paused: {reason}"),
             VmState::Finished => f.write_str("finished"),
             VmState::Stopped => f.write_str("stopped"),
             VmState::Failed(reason) => write!(f, "failed: {reason}"),
@@ -140,7 +145,7 @@ const KVM_STATS: [(&str, Metric); 8] = [
 ];
 
 #[derive(Debug)]
-struct VcpuHandle {
+pub(crate) struct VcpuHandle {
     thread: Option<JoinHandle<()>>,
     end: Arc<Mutex<Option<VcpuEnd>>>,
     tid: Arc<AtomicU32>,
@@ -154,17 +159,48 @@ pub struct MicroVm {
     spec: VmSpec,
     plans: Arc<[PhasePlan]>,
     counters: Arc<VmCounters>,
-    dirty: Arc<DirtyTracker>,
-    stop: Arc<AtomicBool>,
+    pub(crate) dirty: Arc<DirtyTracker>,
+    pub(crate) control: Arc<Control>,
     vcpus: Vec<VcpuHandle>,
     stats: Vec<KvmStats>,
-    started: Instant,
+    /// Time zero of the guest's clock: the pacer's schedule counts from here.
+    pub(crate) epoch: Instant,
+    /// Whether phases run SSE code (the guest's phase table says so; a target must agree).
+    pub(crate) fp_used: bool,
     fp_degraded: bool,
     disk_path: PathBuf,
     stopped: bool,
+    pub(crate) paused: Option<String>,
     _vm: Arc<VmFd>,
     /// Declared last so it is dropped last: KVM still maps it while the VM fd is open.
-    mem: Arc<GuestMemory>,
+    pub(crate) mem: Arc<GuestMemory>,
+}
+
+/// A VM's KVM objects, made but with no vCPU thread running yet.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub vm: Arc<VmFd>,
+    pub mem: Arc<GuestMemory>,
+    pub vcpus: Vec<VcpuFd>,
+    pub stats: Vec<KvmStats>,
+    pub dirty: Arc<DirtyTracker>,
+}
+
+/// Signal that kicks a vCPU thread out of KVM_RUN (real-time signals are free for this).
+fn kick_signal() -> i32 {
+    vmm_sys_util::signal::SIGRTMIN() + 4
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the kick handler once per process: without a handler the signal would end it.
+fn install_kick_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Err(error) = vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick) {
+            warn!(%error, "no vCPU kick handler: pauses wait for the next guest exit");
+        }
+    });
 }
 
 fn create_disk(path: &Path, size: u64) -> Result<File, VmError> {
@@ -216,14 +252,50 @@ impl MicroVm {
         let memory_bytes = (spec.memory_mib as usize) << 20;
         let per_cpu_pages =
             (memory_bytes as u64 - layout::WORK_BASE) / layout::PAGE / u64::from(spec.vcpus);
-        let fp_ok = fp_supported(kvm);
-        let plans: Arc<[PhasePlan]> = phase_plan::plan(&spec, fp_ok).into();
-        let fp_degraded = !fp_ok
-            && spec
-                .phases
-                .iter()
-                .any(|p| matches!(p, crate::spec::PhaseKind::FpCompute { .. }));
+        let fp_used = fp_supported(kvm);
+        let plans: Arc<[PhasePlan]> = phase_plan::plan(&spec, fp_used).into();
+        let parts = Self::create(kvm, id, &spec, options)?;
+        let mem = &parts.mem;
+        boot::write_tables(mem)?;
+        let code = guest_program::assemble().map_err(|e| VmError::Assemble(e.to_string()))?;
+        mem.write(layout::CODE, &code)?;
+        for (i, plan) in plans.iter().enumerate() {
+            let at = layout::PHASE_TABLE + i as u64 * layout::PHASE_ENTRY_LEN;
+            for (j, word) in plan.entry.iter().enumerate() {
+                mem.write_u64(at + j as u64 * 8, *word)?;
+            }
+        }
+        mem.write_u64(layout::MB_PHASE_COUNT, plans.len() as u64)?;
+        mem.write_u64(layout::MB_REPEAT, u64::from(spec.repeat))?;
+        for (cpu, vcpu) in (0u32..).zip(&parts.vcpus) {
+            let regs_err = |source| VmError::Registers { cpu, source };
+            let mut sregs = vcpu.get_sregs().map_err(regs_err)?;
+            boot::long_mode_sregs(&mut sregs);
+            vcpu.set_sregs(&sregs).map_err(regs_err)?;
+            vcpu.set_regs(&boot::entry_regs(cpu, per_cpu_pages))
+                .map_err(regs_err)?;
+        }
+        let resume = vec![None; spec.vcpus as usize];
+        Self::launch(
+            id,
+            spec,
+            plans,
+            fp_used,
+            parts,
+            options,
+            Instant::now(),
+            resume,
+        )
+    }
 
+    /// Makes the KVM VM, its memory and its vCPUs (with no registers set).
+    pub(crate) fn create(
+        kvm: &Kvm,
+        id: VmId,
+        spec: &VmSpec,
+        options: &VmOptions,
+    ) -> Result<Parts, VmError> {
+        let memory_bytes = (spec.memory_mib as usize) << 20;
         let vm = Arc::new(kvm.create_vm().map_err(VmError::CreateVm)?);
         let mem = Arc::new(GuestMemory::new(memory_bytes)?);
         mem.register(&vm, SLOT, true)?;
@@ -235,26 +307,8 @@ impl MicroVm {
         if use_ring {
             DirtyRing::enable(kvm, &vm, options.ring_entries)?;
         }
-
-        boot::write_tables(&mem)?;
-        let code = guest_program::assemble().map_err(|e| VmError::Assemble(e.to_string()))?;
-        mem.write(layout::CODE, &code)?;
-        for (i, plan) in plans.iter().enumerate() {
-            let at = layout::PHASE_TABLE + i as u64 * layout::PHASE_ENTRY_LEN;
-            for (j, word) in plan.entry.iter().enumerate() {
-                mem.write_u64(at + j as u64 * 8, *word)?;
-            }
-        }
-        mem.write_u64(layout::MB_PHASE_COUNT, plans.len() as u64)?;
-        mem.write_u64(layout::MB_REPEAT, u64::from(spec.repeat))?;
-
-        let disk_path = options.data_dir.join(format!("vm-{id}-{}.disk", spec.name));
-        let disk_size = options.disk_mib << 20;
-        let disk_file = Arc::new(create_disk(&disk_path, disk_size)?);
-        let disk_guard = DiskFileGuard(Some(disk_path));
-
         let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).ok();
-        let mut fds = Vec::new();
+        let mut vcpus = Vec::new();
         let mut rings = Vec::new();
         let mut stats = Vec::new();
         match KvmStats::open(&*vm) {
@@ -271,31 +325,63 @@ impl MicroVm {
                     warn!(vm = id, cpu, %error, "KVM_SET_CPUID2 failed");
                 }
             }
-            let regs_err = |source| VmError::Registers { cpu, source };
-            let mut sregs = vcpu.get_sregs().map_err(regs_err)?;
-            boot::long_mode_sregs(&mut sregs);
-            vcpu.set_sregs(&sregs).map_err(regs_err)?;
-            vcpu.set_regs(&boot::entry_regs(cpu, per_cpu_pages))
-                .map_err(regs_err)?;
             if use_ring {
                 rings.push(DirtyRing::map(&vcpu, options.ring_entries)?);
             }
             if let Ok(s) = KvmStats::open(&vcpu) {
                 stats.push(s);
             }
-            fds.push(vcpu);
+            vcpus.push(vcpu);
         }
         let dirty = Arc::new(if use_ring {
             DirtyTracker::with_rings(vm.clone(), memory_bytes, options.working_set_window, rings)
         } else {
             DirtyTracker::with_log(vm.clone(), memory_bytes, options.working_set_window)
         });
+        Ok(Parts {
+            vm,
+            mem,
+            vcpus,
+            stats,
+            dirty,
+        })
+    }
 
+    /// Starts the vCPU threads of a VM whose memory and registers are set: from boot, or from
+    /// a migration (`resume` then holds each vCPU's pacing state and `epoch` the guest's time).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn launch(
+        id: VmId,
+        spec: VmSpec,
+        plans: Arc<[PhasePlan]>,
+        fp_used: bool,
+        parts: Parts,
+        options: &VmOptions,
+        epoch: Instant,
+        resume: Vec<Option<(Pacer, Duration)>>,
+    ) -> Result<Self, VmError> {
+        let Parts {
+            vm,
+            mem,
+            vcpus: fds,
+            stats,
+            dirty,
+        } = parts;
+        let fp_degraded = !fp_used
+            && spec
+                .phases
+                .iter()
+                .any(|p| matches!(p, crate::spec::PhaseKind::FpCompute { .. }));
+        let disk_path = options.data_dir.join(format!("vm-{id}-{}.disk", spec.name));
+        let disk_size = options.disk_mib << 20;
+        let disk_file = Arc::new(create_disk(&disk_path, disk_size)?);
+        let disk_guard = DiskFileGuard(Some(disk_path));
+
+        install_kick_handler();
         let counters = Arc::new(VmCounters::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let epoch = Instant::now();
+        let control = Arc::new(Control::new(fds.len()));
         let mut vcpus = Vec::new();
-        for (cpu, vcpu) in (0u32..).zip(fds) {
+        for ((cpu, vcpu), resume) in (0u32..).zip(fds).zip(resume) {
             let phase = Arc::new(AtomicU64::new(0));
             let end = Arc::new(Mutex::new(None));
             let tid = Arc::new(AtomicU32::new(0));
@@ -306,7 +392,7 @@ impl MicroVm {
                 plans: plans.clone(),
                 counters: counters.clone(),
                 dirty: dirty.clone(),
-                stop: stop.clone(),
+                control: control.clone(),
                 disk: Disk::new(
                     disk_file.clone(),
                     disk_size,
@@ -315,6 +401,7 @@ impl MicroVm {
                 net: Net::new(id, options.switch.clone()),
                 epoch,
                 phase: phase.clone(),
+                resume,
             };
             let (thread_end, thread_tid) = (end.clone(), tid.clone());
             let thread = std::thread::Builder::new()
@@ -331,7 +418,7 @@ impl MicroVm {
                 Ok(thread) => thread,
                 Err(error) => {
                     // Do not leave the vCPUs already running without an owner.
-                    stop.store(true, Ordering::Release);
+                    control.stop();
                     for handle in vcpus
                         .iter_mut()
                         .filter_map(|v: &mut VcpuHandle| v.thread.take())
@@ -358,14 +445,25 @@ impl MicroVm {
             mem,
             counters,
             dirty,
-            stop,
+            control,
             vcpus,
             stats,
-            started: epoch,
+            epoch,
+            fp_used,
             fp_degraded,
             disk_path: disk_guard.keep(),
             stopped: false,
+            paused: None,
         })
+    }
+
+    /// Interrupts vCPU `cpu` if it is inside the guest.
+    pub(crate) fn kick(&self, cpu: usize) {
+        use vmm_sys_util::signal::Killable;
+        if let Some(thread) = self.vcpus.get(cpu).and_then(|v| v.thread.as_ref()) {
+            // The thread may have just ended; a failed kick is retried or moot.
+            let _ = thread.kill(kick_signal());
+        }
     }
 
     pub fn id(&self) -> VmId {
@@ -404,6 +502,9 @@ impl MicroVm {
         if self.stopped {
             return VmState::Stopped;
         }
+        if let Some(reason) = &self.paused {
+            return VmState::Paused(reason.clone());
+        }
         let ends: Vec<Option<VcpuEnd>> = self
             .vcpus
             .iter()
@@ -440,7 +541,7 @@ impl MicroVm {
                 .map_or("-", |p| p.name)
                 .to_string(),
             progress: self.progress(),
-            uptime: self.started.elapsed(),
+            uptime: self.epoch.elapsed(),
             vcpu_tids: self.vcpu_tids(),
             dirty_source: self.dirty.source(),
             fp_degraded: self.fp_degraded,
@@ -505,7 +606,7 @@ impl MicroVm {
 
     /// Stops the vCPUs and waits for their threads.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.control.stop();
         for vcpu in &mut self.vcpus {
             if let Some(thread) = vcpu.thread.take() {
                 if thread.join().is_err() {

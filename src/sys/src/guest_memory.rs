@@ -109,6 +109,19 @@ impl GuestMemory {
     /// Copies `data` into guest memory at `gpa`.
     pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), GuestMemoryError> {
         let start = self.check(gpa, data.len())?;
+        // Whole pages (migration, device buffers) go a word at a time: a byte loop of volatile
+        // stores cannot be vectorised and would cap a migration well below link speed.
+        if start.is_multiple_of(8) && data.len().is_multiple_of(8) {
+            let words = self.base.as_ptr().wrapping_add(start).cast::<u64>();
+            for (i, chunk) in data.chunks_exact(8).enumerate() {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                // SAFETY: start + 8 * i + 8 <= size was checked above and start is 8-aligned
+                // (the mapping is page-aligned); the mapping is live.
+                unsafe { words.add(i).write_volatile(u64::from_ne_bytes(word)) };
+            }
+            return Ok(());
+        }
         for (i, byte) in data.iter().enumerate() {
             // SAFETY: start + i < size was checked above; the mapping is live.
             unsafe { self.base.as_ptr().add(start + i).write_volatile(*byte) };
@@ -119,6 +132,15 @@ impl GuestMemory {
     /// Copies guest memory at `gpa` into `out`.
     pub fn read(&self, gpa: u64, out: &mut [u8]) -> Result<(), GuestMemoryError> {
         let start = self.check(gpa, out.len())?;
+        if start.is_multiple_of(8) && out.len().is_multiple_of(8) {
+            let words = self.base.as_ptr().wrapping_add(start).cast::<u64>();
+            for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
+                // SAFETY: as in `write`: in bounds, 8-aligned, live.
+                let word = unsafe { words.add(i).read_volatile() };
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+            return Ok(());
+        }
         for (i, byte) in out.iter_mut().enumerate() {
             // SAFETY: start + i < size was checked above; the mapping is live.
             *byte = unsafe { self.base.as_ptr().add(start + i).read_volatile() };
@@ -158,5 +180,22 @@ mod tests {
         assert!(mem.write_u64((1 << 20) - 4, 1).is_err());
         assert!(mem.read_u64(u64::MAX).is_err());
         assert!(GuestMemory::new(100).is_err());
+    }
+
+    #[test]
+    fn word_and_byte_paths_copy_the_same_bytes() {
+        let mem = GuestMemory::new(1 << 20).unwrap();
+        let page: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        mem.write(0x2000, &page).unwrap();
+        let mut back = vec![0u8; 4096];
+        mem.read(0x2000, &mut back).unwrap();
+        assert_eq!(back, page);
+        // Unaligned start and length take the byte path and see the same memory.
+        let mut odd = [0u8; 5];
+        mem.read(0x2003, &mut odd).unwrap();
+        assert_eq!(&odd, &page[3..8]);
+        mem.write(0x2001, b"abc").unwrap();
+        mem.read(0x2000, &mut back[..8]).unwrap();
+        assert_eq!(&back[1..4], b"abc");
     }
 }
