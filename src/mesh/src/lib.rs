@@ -36,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod channel;
 pub mod frame;
 mod key;
 pub mod ledger;
@@ -44,6 +45,7 @@ pub mod message;
 pub mod negotiate;
 pub mod node;
 
+pub use channel::SealedStream;
 pub use key::{KeyError, MeshKey, MIN_KEY_BYTES};
 pub use ledger::{Ledger, LedgerError, Reservation};
 pub use membership::{MemberId, Members};

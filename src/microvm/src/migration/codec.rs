@@ -22,6 +22,8 @@ pub enum Kind {
     Go = 6,
     Started = 7,
     Abort = 8,
+    /// Like `Pages`, with no data: the pages are all zero.
+    Zero = 9,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
             6 => Kind::Go,
             7 => Kind::Started,
             8 => Kind::Abort,
+            9 => Kind::Zero,
             _ => return None,
         })
     }

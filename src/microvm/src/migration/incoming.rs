@@ -50,6 +50,25 @@ fn read_header(payload: &[u8]) -> Result<IncomingHeader, MigrationError> {
     Ok(IncomingHeader { spec, fp_used })
 }
 
+static ZERO_PAGE: [u8; PAGE as usize] = [0; PAGE as usize];
+
+/// Pages of the new VM's memory written so far.
+struct PageSet(Vec<u64>);
+
+impl PageSet {
+    fn new(pages: u64) -> Self {
+        Self(vec![0; pages.div_ceil(64) as usize])
+    }
+    fn mark(&mut self, first: u64, count: u64) {
+        for page in first..first + count {
+            self.0[(page / 64) as usize] |= 1 << (page % 64);
+        }
+    }
+    fn get(&self, page: u64) -> bool {
+        self.0[(page / 64) as usize] & (1 << (page % 64)) != 0
+    }
+}
+
 /// Memory pages and vCPU states as they arrive.
 struct Arrivals {
     snapshots: Vec<Option<VcpuSnapshot>>,
@@ -62,10 +81,11 @@ fn receive<S: Read>(stream: &mut S, parts: &Parts) -> Result<Arrivals, Migration
         snapshots: vec![None; parts.vcpus.len()],
         vm_time: Duration::ZERO,
     };
+    let mut written = PageSet::new(total_pages);
     let mut payload = Vec::new();
     loop {
         match codec::read_record(stream, &mut payload)? {
-            Kind::Pages => {
+            kind @ (Kind::Pages | Kind::Zero) => {
                 let mut d = Decoder::new(&payload, "pages");
                 let first = d.u64()?;
                 let count = u64::from(d.u32()?);
@@ -78,13 +98,22 @@ fn receive<S: Read>(stream: &mut S, parts: &Parts) -> Result<Arrivals, Migration
                         "pages {first}+{count} are outside the VM's {total_pages} pages"
                     )));
                 }
-                if data.len() as u64 != count * PAGE {
+                let expected = if kind == Kind::Zero { 0 } else { count * PAGE };
+                if data.len() as u64 != expected {
                     return Err(MigrationError::Malformed(format!(
-                        "{count} pages came with {} bytes",
+                        "{count} {kind:?} pages came with {} bytes",
                         data.len()
                     )));
                 }
-                parts.mem.write(first * PAGE, data)?;
+                if kind == Kind::Pages {
+                    parts.mem.write(first * PAGE, data)?;
+                    written.mark(first, count);
+                } else {
+                    // Fresh memory is zero: only a page sent earlier with data needs clearing.
+                    for page in (first..first + count).filter(|&p| written.get(p)) {
+                        parts.mem.write(page * PAGE, &ZERO_PAGE)?;
+                    }
+                }
             }
             Kind::Vcpu => {
                 let mut d = Decoder::new(&payload, "vcpu");

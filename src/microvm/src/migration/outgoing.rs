@@ -33,6 +33,8 @@ impl Default for MigrationParams {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Round {
     pub pages: u64,
+    /// Of which all-zero, sent as a count.
+    pub zero_pages: u64,
     pub bytes: u64,
     pub seconds: f64,
 }
@@ -45,6 +47,8 @@ pub struct MigrationReport {
     /// Pages sent with the vCPUs paused.
     pub final_pages: u64,
     pub pages: u64,
+    /// Of `pages`, those that were all zero and went as a count.
+    pub zero_pages: u64,
     /// Every byte put on the stream.
     pub bytes: u64,
     pub total: Duration,
@@ -72,28 +76,66 @@ fn count_pages(bitmap: &[u64]) -> u64 {
     bitmap.iter().map(|w| u64::from(w.count_ones())).sum()
 }
 
-/// Sends the pages set in `bitmap` as runs of at most [`PAGES_PER_RECORD`]; returns (pages, bytes).
+/// What one pass over a bitmap put on the stream.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sent {
+    pages: u64,
+    /// Pages found all zero and sent as a count, not as data.
+    zero_pages: u64,
+    bytes: u64,
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    // A fold over words without an early exit compiles to vector code.
+    page.chunks_exact(8).fold(0u64, |acc, w| {
+        acc | u64::from_ne_bytes(w.try_into().unwrap_or([1; 8]))
+    }) == 0
+}
+
+/// Reads pages `first..first+count` and sends them: runs of zero pages as a count (most of an
+/// idle guest's memory; the target's fresh memory is zero already), the rest as data.
+fn send_run(
+    vm: &MicroVm,
+    out: &mut impl Write,
+    (first, count): (u64, u64),
+    buf: &mut Vec<u8>,
+    sent: &mut Sent,
+) -> Result<(), MigrationError> {
+    let len = (count * PAGE) as usize;
+    buf.resize(len, 0);
+    vm.mem.read(first * PAGE, &mut buf[..len])?;
+    let zero: Vec<bool> = buf[..len]
+        .chunks_exact(PAGE as usize)
+        .map(is_zero)
+        .collect();
+    let mut at = 0usize;
+    while at < zero.len() {
+        let same = zero[at..].iter().take_while(|&&z| z == zero[at]).count();
+        let mut header = Encoder::default();
+        header.u64(first + at as u64).u32(same as u32);
+        let data = &buf[at * PAGE as usize..(at + same) * PAGE as usize];
+        sent.bytes += if zero[at] {
+            sent.zero_pages += same as u64;
+            codec::write_record(out, Kind::Zero, &[&header.0])
+        } else {
+            codec::write_record(out, Kind::Pages, &[&header.0, data])
+        }
+        .map_err(MigrationError::Io)?;
+        at += same;
+    }
+    sent.pages += count;
+    Ok(())
+}
+
+/// Sends the pages set in `bitmap` in runs of at most [`PAGES_PER_RECORD`].
 fn send_pages(
     vm: &MicroVm,
     out: &mut impl Write,
     bitmap: &[u64],
     buf: &mut Vec<u8>,
-) -> Result<(u64, u64), MigrationError> {
-    let mut sent = (0u64, 0u64);
+) -> Result<Sent, MigrationError> {
+    let mut sent = Sent::default();
     let mut run: Option<(u64, u64)> = None; // first page, count
-    let mut flush = |run: (u64, u64), sent: &mut (u64, u64)| -> Result<(), MigrationError> {
-        let (first, count) = run;
-        let len = (count * PAGE) as usize;
-        buf.resize(len, 0);
-        vm.mem.read(first * PAGE, &mut buf[..len])?;
-        let mut header = Encoder::default();
-        header.u64(first).u32(count as u32);
-        let bytes = codec::write_record(out, Kind::Pages, &[&header.0, &buf[..len]])
-            .map_err(MigrationError::Io)?;
-        sent.0 += count;
-        sent.1 += bytes;
-        Ok(())
-    };
     for (w, &word) in bitmap.iter().enumerate() {
         if word == 0 {
             continue;
@@ -110,7 +152,7 @@ fn send_pages(
                     Some((first, count + 1))
                 }
                 Some(done) => {
-                    flush(done, &mut sent)?;
+                    send_run(vm, out, done, buf, &mut sent)?;
                     Some((page, 1))
                 }
                 None => Some((page, 1)),
@@ -118,7 +160,7 @@ fn send_pages(
         }
     }
     if let Some(done) = run {
-        flush(done, &mut sent)?;
+        send_run(vm, out, done, buf, &mut sent)?;
     }
     Ok(sent)
 }
@@ -229,17 +271,19 @@ impl MicroVm {
         let mut bitmap = vec![u64::MAX; words];
         let mut rounds = Vec::new();
         let mut buf = Vec::new();
-        let (mut sent_pages, mut sending) = (0u64, Duration::ZERO);
+        let (mut sent_pages, mut zero_pages, mut sending) = (0u64, 0u64, Duration::ZERO);
         let converged = loop {
             let round_started = Instant::now();
-            let (pages, round_bytes) = send_pages(self, stream, &bitmap, &mut buf)?;
+            let sent = send_pages(self, stream, &bitmap, &mut buf)?;
             let seconds = round_started.elapsed();
             sending += seconds;
-            bytes += round_bytes;
-            sent_pages += pages;
+            bytes += sent.bytes;
+            sent_pages += sent.pages;
+            zero_pages += sent.zero_pages;
             rounds.push(Round {
-                pages,
-                bytes: round_bytes,
+                pages: sent.pages,
+                zero_pages: sent.zero_pages,
+                bytes: sent.bytes,
                 seconds: seconds.as_secs_f64(),
             });
             bitmap = self.dirty.take_migration()?;
@@ -264,10 +308,11 @@ impl MicroVm {
         let vm_time = self.epoch.elapsed();
         let hand_over = self.stop_and_copy(stream, &mut bitmap, &snapshots, vm_time, &mut buf);
         let final_pages = match hand_over {
-            Ok((pages, final_bytes)) => {
-                bytes += final_bytes;
-                sent_pages += pages;
-                pages
+            Ok(sent) => {
+                bytes += sent.bytes;
+                sent_pages += sent.pages;
+                zero_pages += sent.zero_pages;
+                sent.pages
             }
             Err(error) => {
                 self.control.resume();
@@ -288,6 +333,7 @@ impl MicroVm {
             rounds,
             final_pages,
             pages: sent_pages,
+            zero_pages,
             bytes,
             total: started.elapsed(),
             downtime: pause_started.elapsed(),
@@ -306,7 +352,7 @@ impl MicroVm {
         snapshots: &[super::VcpuSnapshot],
         vm_time: Duration,
         buf: &mut Vec<u8>,
-    ) -> Result<(u64, u64), MigrationError> {
+    ) -> Result<Sent, MigrationError> {
         let last = self.dirty.take_migration()?;
         bitmap.iter_mut().zip(&last).for_each(|(a, b)| *a |= b);
         for page in host_written_pages(self.spec().vcpus) {
@@ -314,19 +360,21 @@ impl MicroVm {
                 *word |= 1 << (page % 64);
             }
         }
-        let (pages, mut bytes) = send_pages(self, stream, bitmap, buf)?;
+        let mut sent = send_pages(self, stream, bitmap, buf)?;
+        let bytes = &mut sent.bytes;
         for (cpu, snapshot) in (0u32..).zip(snapshots) {
             let mut e = Encoder::default();
             e.u32(cpu);
             snapshot.encode(&mut e);
-            bytes +=
+            *bytes +=
                 codec::write_record(stream, Kind::Vcpu, &[&e.0]).map_err(MigrationError::Io)?;
         }
         let mut done = Encoder::default();
         done.u64(vm_time.as_nanos() as u64);
-        bytes += codec::write_record(stream, Kind::Done, &[&done.0]).map_err(MigrationError::Io)?;
+        *bytes +=
+            codec::write_record(stream, Kind::Done, &[&done.0]).map_err(MigrationError::Io)?;
         stream.flush().map_err(MigrationError::Io)?;
         expect(stream, Kind::Ready)?;
-        Ok((pages, bytes))
+        Ok(sent)
     }
 }

@@ -1,0 +1,170 @@
+//! Live migration of a 256 MiB microVM on loopback, through the mesh's authenticated stream,
+//! against a plain TCP transfer of 256 MiB between the same two threads in the same run (the
+//! link's bandwidth). Prints, per guest: total time against bytes moved / bandwidth, downtime,
+//! and the cost model's prediction (from that bandwidth and the dirty rate sensing measured
+//! before the move) against the measured time.
+//!
+//! `cargo bench -p augur-benches --bench migration`
+
+use augur_mesh::{MeshKey, SealedStream};
+use augur_microvm::migration;
+use augur_microvm::{CountingSwitch, MicroVm, MigrationParams, VmOptions, VmSpec};
+use augur_plan::{migration_cost, Link};
+use augur_wire::{Metric, Source};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 3;
+const MIB: f64 = (1 << 20) as f64;
+
+const IDLE: &str = r#"
+    name = "idle256"
+    memory_mib = 256
+    [[phase]]
+    kind = "idle"
+    seconds = 600
+"#;
+
+const BUSY: &str = r#"
+    name = "busy256"
+    memory_mib = 256
+    [[phase]]
+    kind = "memory"
+    seconds = 600
+    working_set_mib = 64
+    touch_mib_per_s = 48
+    write_fraction = 1.0
+"#;
+
+/// Seconds to move `bytes` over plain loopback TCP, 1 MiB per write.
+fn plain_transfer(bytes: usize) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0;
+        while got < bytes {
+            got += s.read(&mut buf).unwrap();
+        }
+        s.write_all(b"k").unwrap();
+    });
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    let started = Instant::now();
+    for _ in 0..bytes / chunk.len() {
+        s.write_all(&chunk).unwrap();
+    }
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack).unwrap();
+    let took = started.elapsed().as_secs_f64();
+    reader.join().unwrap();
+    took
+}
+
+/// Dirty bytes per second of `vm`, from two sensing samples `over` apart.
+fn dirty_rate(vm: &MicroVm, over: Duration) -> (f64, f64) {
+    let read = |samples: &[augur_wire::Sample], metric| {
+        samples
+            .iter()
+            .find(|s| matches!(s.source(), Some(Source::DirtyLog | Source::DirtyRing)))
+            .and_then(|s| s.get(metric).flatten())
+            .unwrap_or(0)
+    };
+    let a = vm.sample(0);
+    std::thread::sleep(over);
+    let b = vm.sample(0);
+    let pages = read(&b, Metric::DirtyPages) - read(&a, Metric::DirtyPages);
+    let ws = read(&b, Metric::WorkingSetPages);
+    (
+        pages as f64 * 4096.0 / over.as_secs_f64(),
+        ws as f64 * 4096.0,
+    )
+}
+
+fn migrate(kvm: &kvm_ioctls::Kvm, spec: &str, key: &MeshKey, dir: &std::path::Path) -> Run {
+    let options = VmOptions::new(dir, Arc::new(CountingSwitch));
+    let mut vm = MicroVm::start(kvm, 1, VmSpec::from_toml(spec).unwrap(), &options).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (dirty, working_set) = dirty_rate(&vm, Duration::from_secs(2));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let target_key = key.clone();
+    let target = std::thread::spawn(move || {
+        let kvm = kvm_ioctls::Kvm::new().unwrap();
+        let (conn, _) = listener.accept().unwrap();
+        conn.set_nodelay(true).unwrap();
+        let (mut stream, _) = SealedStream::accept(conn, &target_key).unwrap();
+        let moved = migration::accept(&kvm, 2, &mut stream, &options, |_| Ok(())).unwrap();
+        let at = moved.progress();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(moved.progress() >= at);
+    });
+    let conn = TcpStream::connect(addr).unwrap();
+    conn.set_nodelay(true).unwrap();
+    let mut stream = SealedStream::connect(conn, key, b"bench").unwrap();
+    let params = MigrationParams::default();
+    let report = vm.migrate_to(&mut stream, &params).unwrap();
+    target.join().unwrap();
+    Run {
+        report,
+        dirty,
+        working_set,
+    }
+}
+
+struct Run {
+    report: augur_microvm::MigrationReport,
+    dirty: f64,
+    working_set: f64,
+}
+
+fn main() {
+    let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+        println!("migration bench skipped: /dev/kvm is not usable");
+        return;
+    };
+    let key = MeshKey::from_bytes(&[9u8; 32]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let params = MigrationParams::default();
+    for (name, spec) in [("idle", IDLE), ("busy 48 MiB/s", BUSY)] {
+        for run in 0..RUNS {
+            let plain_s = plain_transfer(256 << 20);
+            let bandwidth = 256.0 * MIB / plain_s;
+            let r = migrate(&kvm, spec, &key, dir.path());
+            let total = r.report.total.as_secs_f64();
+            let floor = r.report.bytes as f64 / bandwidth;
+            let link = Link {
+                bandwidth,
+                max_downtime_s: params.downtime_goal.as_secs_f64(),
+                max_rounds: params.max_rounds,
+            };
+            let predicted = migration_cost(256.0 * MIB, r.working_set, r.dirty, &link);
+            println!(
+                "{name} 256 MiB guest, run {run}: {:.1} MiB in {:.1} ms over {} rounds ({:?} pages, {} of all pages zero), \
+                 loopback {:.0} MiB/s -> bytes moved/bandwidth {:.1} ms, total/that {:.2}x (goal <= 1.5x), \
+                 total/(plain copy of all 256 MiB) {:.2}x; \
+                 downtime {:.2} ms (pause {:.2} ms; goal < 50 ms for idle); \
+                 dirty {:.1} MiB/s, predicted {:.1} ms ({} rounds), predicted/measured {:.2}",
+                r.report.bytes as f64 / MIB,
+                total * 1e3,
+                r.report.rounds.len(),
+                r.report.rounds.iter().map(|x| x.pages).collect::<Vec<_>>(),
+                r.report.zero_pages,
+                bandwidth / MIB,
+                floor * 1e3,
+                total / floor,
+                total / plain_s,
+                r.report.downtime.as_secs_f64() * 1e3,
+                r.report.pause.as_secs_f64() * 1e3,
+                r.dirty / MIB,
+                predicted.total_s * 1e3,
+                predicted.rounds,
+                predicted.total_s / total,
+            );
+        }
+    }
+}
