@@ -48,6 +48,7 @@
 //! key_file = "/etc/augur/mesh.key"  # the mesh's shared key, hexadecimal, 32 bytes or more
 //! libvirt_uri = ""             # the URI peers migrate domains to on this host, e.g. "qemu+tcp://h1/system"
 //! migrate_host = ""            # the address QEMU's migration stream uses on this host
+//! microvm_listen = ""          # where peers send microVMs; empty: listen's address, port + 1
 //! capacity_cpu = 0             # vCPUs this host offers; 0: its online CPUs
 //! capacity_memory_mib = 0      # memory this host offers; 0: MemTotal
 //! limit = 0.8                  # share of capacity predicted demand may fill on a target
@@ -99,6 +100,7 @@ pub struct MeshConfig {
     pub key_file: PathBuf,
     pub libvirt_uri: String,
     pub migrate_host: String,
+    pub microvm_listen: String,
     pub capacity_cpu: f64,
     pub capacity_memory_mib: u64,
     pub limit: f64,
@@ -118,6 +120,7 @@ impl Default for MeshConfig {
             key_file: PathBuf::from("/etc/augur/mesh.key"),
             libvirt_uri: String::new(),
             migrate_host: String::new(),
+            microvm_listen: String::new(),
             capacity_cpu: 0.0,
             capacity_memory_mib: 0,
             limit: 0.8,
@@ -450,6 +453,14 @@ impl Config {
                     "{:?} is not an address and port such as \"0.0.0.0:7470\"",
                     mesh.listen
                 ),
+            ));
+        }
+        if !mesh.microvm_listen.is_empty()
+            && mesh.microvm_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "mesh.microvm_listen",
+                format!("{:?} is not an address and port", mesh.microvm_listen),
             ));
         }
         if !mesh.advertise.is_empty() && mesh.advertise.parse::<std::net::SocketAddr>().is_err() {

@@ -420,11 +420,24 @@ impl Host {
             ));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.register_microvm(id, &spec);
+        let vm = MicroVm::start(kvm, id, spec, &self.vm_options()).map_err(|e| {
+            AdminError::new(ErrorCode::Unavailable, format!("cannot start the VM: {e}"))
+        })?;
+        self.adopt(vm);
+        Ok(id)
+    }
+
+    fn vm_options(&self) -> VmOptions {
         let mut options = VmOptions::new(&self.config.data_dir, self.switch.clone());
         options.dirty_mode = self.config.microvm.dirty_mode;
         options.working_set_window = self.config.working_set_harvests();
         options.disk_mib = self.config.microvm.disk_mib;
         options.ring_entries = self.config.microvm.ring_entries;
+        options
+    }
+
+    fn register_microvm(&self, id: VmId, spec: &VmSpec) {
         if let Some(store) = lock(&self.store).as_mut() {
             let attrs = [
                 ("memory_mib".to_string(), spec.memory_mib.to_string()),
@@ -435,9 +448,11 @@ impl Host {
             .collect();
             crate::recorder::register(store, id, &spec.name, attrs);
         }
-        let vm = MicroVm::start(kvm, id, spec, &options).map_err(|e| {
-            AdminError::new(ErrorCode::Unavailable, format!("cannot start the VM: {e}"))
-        })?;
+    }
+
+    /// Puts a running microVM in this host's table, where it is sensed and administered.
+    fn adopt(&self, vm: MicroVm) {
+        let id = vm.id();
         self.switch.attach(id, vm.counters());
         lock(&self.vms).insert(
             id,
@@ -448,7 +463,66 @@ impl Host {
                 sources_opened: false,
             },
         );
+    }
+
+    /// Receives a microVM live-migrated from another host over `stream`; `admit` sees what is
+    /// coming first (the mesh checks it against a reservation). Returns the VM's id here.
+    pub fn receive_vm<S: std::io::Read + std::io::Write>(
+        &self,
+        stream: &mut S,
+        admit: impl FnOnce(&augur_microvm::migration::IncomingHeader) -> Result<(), String>,
+    ) -> Result<VmId, String> {
+        let kvm = self
+            .kvm
+            .as_ref()
+            .ok_or("this host runs no microVMs (KVM is unusable or driver = \"none\")")?;
+        if self.stop.load(Ordering::Acquire) {
+            return Err("augurd is shutting down".into());
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let taken = |name: &str| lock(&self.vms).values().any(|m| m.vm.spec().name == name);
+        let mut spec = None;
+        let vm = augur_microvm::migration::accept(kvm, id, stream, &self.vm_options(), |h| {
+            if taken(&h.spec.name) {
+                return Err(format!("a VM named {:?} already runs here", h.spec.name));
+            }
+            admit(h)?;
+            spec = Some(h.spec.clone());
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        if let Some(spec) = &spec {
+            self.register_microvm(id, spec);
+        }
+        self.adopt(vm);
         Ok(id)
+    }
+
+    /// Live-migrates the microVM named by `key` over `stream`. It leaves this host's table for
+    /// the move (sampling skips it meanwhile) and comes back if the move fails.
+    pub fn migrate_vm_out<S: std::io::Read + std::io::Write>(
+        &self,
+        key: &str,
+        stream: &mut S,
+        params: &augur_microvm::MigrationParams,
+    ) -> Result<augur_microvm::MigrationReport, String> {
+        let mut managed = {
+            let mut vms = lock(&self.vms);
+            let id = resolve(&vms, key).ok_or_else(|| format!("no microVM {key:?} here"))?;
+            vms.remove(&id)
+                .ok_or_else(|| format!("no microVM {key:?} here"))?
+        };
+        let id = managed.vm.id();
+        match managed.vm.migrate_to(stream, params) {
+            Ok(report) => {
+                self.switch.detach(id);
+                Ok(report)
+            }
+            Err(error) => {
+                lock(&self.vms).insert(id, managed);
+                Err(error.to_string())
+            }
+        }
     }
 
     /// Names a newly found libvirt domain in the store.
@@ -512,6 +586,16 @@ impl Host {
         // Half the weight on the newest move: links change, one odd move should not rule.
         *link = Some(link.map_or(rate, |old| 0.5 * old + 0.5 * rate));
         info!(bytes_per_s = rate, average = ?*link, "migration bandwidth measured");
+    }
+
+    /// Whether this host runs Augur microVMs (KVM is usable and the driver is microvm).
+    pub fn runs_microvms(&self) -> bool {
+        self.kvm.is_some()
+    }
+
+    /// Set once shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
     }
 
     /// The mesh member and orchestrator, if the mesh is enabled.

@@ -9,6 +9,7 @@ pub mod domains;
 pub mod forecast;
 pub mod host;
 pub mod metrics;
+pub mod microvm_moves;
 mod notify;
 pub mod orchestrator;
 pub mod recorder;

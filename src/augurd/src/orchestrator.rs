@@ -13,6 +13,7 @@
 
 use crate::config::MeshConfig;
 use crate::host::Host;
+use crate::microvm_moves::MoveOutcome;
 use augur_admin::{DecisionReply, MigrationRecordReply, PeerReply, PeersReply};
 use augur_libvirt::MigrationRequest;
 use augur_mesh::{Demand, HorizonDemand, Ledger, MeshKey, Message, Node, Offer, Peer, PeerInfo};
@@ -132,6 +133,7 @@ impl Orchestrator {
             libvirt_uri: (!config.libvirt_uri.is_empty()).then(|| config.libvirt_uri.clone()),
             migrate_host: (!config.migrate_host.is_empty()).then(|| config.migrate_host.clone()),
             draining: false,
+            microvm_port: None,
         };
         let seeds = config
             .peers
@@ -448,10 +450,20 @@ impl Orchestrator {
             }],
             migration_s: chosen.cost.total_s,
         };
+        // A microVM goes to a peer that runs them; a libvirt domain to one with a libvirt URI.
+        let microvm = host.with_vm(&vm.id, |_| ()).is_ok();
+        let takes = |info: &PeerInfo| {
+            !info.draining
+                && if microvm {
+                    info.microvm_port.is_some()
+                } else {
+                    info.libvirt_uri.is_some()
+                }
+        };
         // The planner's choice first; the others can bid too, and the best bid wins.
         let mut candidates: Vec<Peer> = peers
             .iter()
-            .filter(|(_, p)| !p.info.draining && p.info.libvirt_uri.is_some())
+            .filter(|(_, p)| takes(&p.info))
             .map(|(addr, p)| Peer {
                 id: p.id.clone().unwrap_or_default(),
                 addr: *addr,
@@ -504,6 +516,36 @@ impl Orchestrator {
             .find(|(a, _)| *a == grant.peer.addr)
             .map(|(_, p)| p.info.clone())
             .unwrap_or_default();
+        if microvm {
+            let outcome = match info.microvm_port {
+                Some(port) => {
+                    let to = SocketAddr::new(grant.peer.addr.ip(), port);
+                    info!(vm = %vm.id, to = %grant.peer.id, %to, lease = grant.lease, "reservation granted: migrating the microVM");
+                    let (host, key, name) = (host.clone(), self.node.key().clone(), vm.id.clone());
+                    let lease = grant.lease;
+                    let params = augur_microvm::MigrationParams {
+                        downtime_goal: Duration::from_millis(host.config.libvirt.max_downtime_ms),
+                        ..Default::default()
+                    };
+                    tokio::task::spawn_blocking(move || {
+                        crate::microvm_moves::send(&host, &key, &name, to, lease, &params)
+                    })
+                    .await
+                    .unwrap_or_else(|e| MoveOutcome {
+                        error: Some(format!("the migration task failed: {e}")),
+                        running_on_source: true,
+                        ..Default::default()
+                    })
+                }
+                None => MoveOutcome {
+                    error: Some(format!("{} takes no microVMs", grant.peer.id)),
+                    running_on_source: true,
+                    ..Default::default()
+                },
+            };
+            self.finish_move(host, vm, &grant, outcome, record).await;
+            return;
+        }
         let dest_uri = match info.libvirt_uri.as_deref().map(safe_libvirt_uri) {
             Some(Ok(uri)) => uri,
             other => {
@@ -531,54 +573,72 @@ impl Orchestrator {
             .with_domains(|d| d.find(&vm.id).map(|_| d.connection()))
             .flatten();
         let name = vm.id.clone();
-        let report = match domain {
+        let outcome = match domain {
             Some(conn) => tokio::task::spawn_blocking(move || conn.migrate(&name, &request))
                 .await
-                .map_err(|e| format!("the migration task failed: {e}")),
-            None => Err(
-                "this VM is one of Augur's microVMs: their live migration between hosts is not available yet"
-                    .to_string(),
-            ),
+                .map(|r| MoveOutcome {
+                    ok: r.ok,
+                    error: r.error,
+                    total_ms: r.total_ms,
+                    downtime_ms: r.downtime_ms,
+                    bytes: r.bytes,
+                    running_on_source: r.running_on_source,
+                })
+                .unwrap_or_else(|e| MoveOutcome {
+                    error: Some(format!("the migration task failed: {e}")),
+                    running_on_source: true,
+                    ..Default::default()
+                }),
+            None => MoveOutcome {
+                error: Some(format!("{} is no longer a domain of this host", vm.id)),
+                running_on_source: true,
+                ..Default::default()
+            },
         };
         host.with_domains(|d| d.refresh_soon());
-        match report {
-            Ok(r) if r.ok => {
-                host.observe_migration(vm.memory as u64, r.total_ms);
-                record.ok = true;
-                record.total_ms = r.total_ms;
-                record.downtime_ms = r.downtime_ms;
-                record.bytes = r.bytes;
-                if let Err(e) = augur_mesh::commit(&self.node, &grant, PEER_TIMEOUT).await {
-                    // The VM runs on the target either way; its lease will lapse there and its
-                    // own forecast will hold the VM.
-                    warn!(vm = %vm.id, error = %e, "commit not acknowledged");
-                }
-                lock(&self.history).push(MoveRecord {
-                    vm: vm.id.clone(),
-                    at_s: now_s(),
-                });
-                info!(vm = %vm.id, to = %grant.peer.id, total_ms = ?r.total_ms, downtime_ms = ?r.downtime_ms, "moved");
+        self.finish_move(host, vm, &grant, outcome, record).await;
+    }
+
+    /// Commits the lease if the VM left this host, releases it if not, and records the move.
+    async fn finish_move(
+        &self,
+        host: &Arc<Host>,
+        vm: &PlanVm,
+        grant: &augur_mesh::Grant,
+        outcome: MoveOutcome,
+        mut record: MigrationRecordReply,
+    ) {
+        if outcome.ok {
+            host.observe_migration(vm.memory as u64, outcome.total_ms);
+            record.ok = true;
+            record.total_ms = outcome.total_ms;
+            record.downtime_ms = outcome.downtime_ms;
+            record.bytes = outcome.bytes;
+            if let Err(e) = augur_mesh::commit(&self.node, grant, PEER_TIMEOUT).await {
+                // The VM runs on the target either way; its lease will lapse there and its
+                // own forecast will hold the VM.
+                warn!(vm = %vm.id, error = %e, "commit not acknowledged");
             }
-            Ok(r) if !r.running_on_source => {
-                // libvirt reported an error but the domain is no longer here (it failed after
-                // the switch-over, or post-copy is finishing): the target holds it now.
-                record.error = r.error;
-                record.to = Some(grant.peer.id.clone());
-                if let Err(e) = augur_mesh::commit(&self.node, &grant, PEER_TIMEOUT).await {
-                    warn!(vm = %vm.id, error = %e, "commit not acknowledged");
-                }
-                warn!(vm = %vm.id, error = ?record.error, "migration reported an error, but the VM left this host");
+            lock(&self.history).push(MoveRecord {
+                vm: vm.id.clone(),
+                at_s: now_s(),
+            });
+            info!(vm = %vm.id, to = %grant.peer.id, total_ms = ?outcome.total_ms, downtime_ms = ?outcome.downtime_ms, "moved");
+        } else if !outcome.running_on_source {
+            // An error, but the VM no longer runs here (libvirt failed after the switch-over,
+            // post-copy is finishing, or a microVM waits paused for an unconfirmed start):
+            // the reservation stays with the target.
+            record.error = outcome.error;
+            if let Err(e) = augur_mesh::commit(&self.node, grant, PEER_TIMEOUT).await {
+                warn!(vm = %vm.id, error = %e, "commit not acknowledged");
             }
-            other => {
-                record.error = Some(match other {
-                    Ok(r) => r.error.unwrap_or_else(|| "migration failed".into()),
-                    Err(e) => e,
-                });
-                if let Err(e) = augur_mesh::release(&self.node, &grant, PEER_TIMEOUT).await {
-                    warn!(vm = %vm.id, error = %e, "release not acknowledged; the lease will lapse");
-                }
-                warn!(vm = %vm.id, error = ?record.error, "move failed; the VM stays here");
+            warn!(vm = %vm.id, error = ?record.error, "migration reported an error, but the VM no longer runs here");
+        } else {
+            record.error = Some(outcome.error.unwrap_or_else(|| "migration failed".into()));
+            if let Err(e) = augur_mesh::release(&self.node, grant, PEER_TIMEOUT).await {
+                warn!(vm = %vm.id, error = %e, "release not acknowledged; the lease will lapse");
             }
+            warn!(vm = %vm.id, error = ?record.error, "move failed; the VM stays here");
         }
         self.record_migration(host, record);
     }
@@ -849,6 +909,24 @@ pub async fn start(host: &Arc<Host>, stop: watch::Receiver<bool>) -> anyhow::Res
     ));
     info!(%addr, host = %orchestrator.node.id, peers = orchestrator.seeds.len(), dry_run = orchestrator.config.dry_run, "mesh listening");
     tokio::spawn(orchestrator.node.clone().serve(listener, stop.clone()));
+    if host.runs_microvms() {
+        let at = match host.config.mesh.microvm_listen.as_str() {
+            // Port 0 (tests) takes any port for both; otherwise the next one up.
+            "" => SocketAddr::new(
+                addr.ip(),
+                if addr.port() == 0 {
+                    0
+                } else {
+                    addr.port().wrapping_add(1)
+                },
+            ),
+            text => text.parse()?,
+        };
+        let bound = crate::microvm_moves::listen(host, &orchestrator.node, at)
+            .map_err(|e| anyhow::anyhow!("cannot listen for microVMs on {at}: {e}"))?;
+        lock(&orchestrator.node.info).microvm_port = Some(bound.port());
+        info!(%bound, "taking microVMs from peers");
+    }
     let host = host.clone();
     tokio::spawn(async move {
         let mut stop = stop;

@@ -1,16 +1,17 @@
 //! Three augurd hosts, each in its own network namespace joined by veth links to a bridge (the
 //! test makes them and removes them). host-a runs a microVM and is drained: the mesh finds
-//! host-b through gossip, host-b bids and grants a lease, the move cannot be carried out
-//! (microVM live migration between hosts is not available yet), and so the lease is released
-//! at once, the failure is recorded and the VM keeps running on host-a. host-x has another key:
-//! nobody hears it. Needs root, `ip` and /dev/kvm; prints `SKIPPED` otherwise.
+//! host-b through gossip, host-b bids and grants a lease, and host-a live-migrates the microVM
+//! to host-b over the authenticated stream; the guest's progress carries on there, the lease is
+//! committed, and the VM runs on one host only. host-x has another key: nobody hears it, and
+//! its attempt to push a VM at host-b's microVM port is dropped. Needs root, `ip` and /dev/kvm;
+//! prints `SKIPPED` otherwise.
 
 use augur_admin::{AdminClient, Reply, Request};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TEST: &str = "hosts_in_namespaces_negotiate_and_a_failed_move_keeps_the_vm";
+const TEST: &str = "hosts_in_namespaces_negotiate_and_move_a_microvm";
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -172,7 +173,7 @@ fn peers(d: &Daemon) -> augur_admin::PeersReply {
 }
 
 #[test]
-fn hosts_in_namespaces_negotiate_and_a_failed_move_keeps_the_vm() {
+fn hosts_in_namespaces_negotiate_and_move_a_microvm() {
     let is_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
@@ -213,7 +214,7 @@ fn hosts_in_namespaces_negotiate_and_a_failed_move_keeps_the_vm() {
         &net.hosts[1],
         dir.path(),
         "host-b",
-        "none",
+        "microvm",
         "10.77.0.2",
         &["10.77.0.1"],
         &key,
@@ -277,43 +278,65 @@ fn hosts_in_namespaces_negotiate_and_a_failed_move_keeps_the_vm() {
         call(&a, Request::Drain { host: None }),
         Ok(Reply::Orchestrator { draining: true, .. })
     ));
-    let failed = wait_for(
-        "the move to be tried",
-        Duration::from_secs(30),
+    let moved = wait_for(
+        "the move to be carried out",
+        Duration::from_secs(60),
         || match call(&a, Request::Migrations) {
             Ok(Reply::Migrations { migrations }) => migrations.into_iter().next(),
             _ => None,
         },
     );
     println!(
-        "move tried: {} {} → {:?}: ok={} error={:?}; negotiation {:.1} ms; bids {:?}",
-        failed.vm,
-        failed.from,
-        failed.to,
-        failed.ok,
-        failed.error,
-        failed.negotiation_ms,
-        failed.bids
+        "move: {} {} → {:?}: ok={} error={:?}; negotiation {:.1} ms, total {:?} ms, downtime {:?} ms, {:?} bytes (predicted {:.2} s); bids {:?}",
+        moved.vm,
+        moved.from,
+        moved.to,
+        moved.ok,
+        moved.error,
+        moved.negotiation_ms,
+        moved.total_ms,
+        moved.downtime_ms,
+        moved.bytes,
+        moved.predicted_total_s,
+        moved.bids
     );
     assert_eq!(
-        failed.to.as_deref(),
+        moved.to.as_deref(),
         Some("host-b"),
         "host-b granted the lease"
     );
-    assert!(!failed.ok);
-    assert!(failed
-        .error
-        .as_deref()
-        .unwrap_or("")
-        .contains("not available"));
-    // The lease was released at once: host-b holds nothing for host-a.
-    assert_eq!(peers(&b).reservations, 0);
-    // The VM never stopped on host-a.
-    let before = progress(&a).unwrap();
+    assert!(moved.ok, "the microVM moved: {:?}", moved.error);
+    assert!(moved.downtime_ms.is_some() && moved.total_ms.is_some());
+    // The guest runs on host-b, from where it paused, and no longer on host-a.
+    let arrived = wait_for("the microVM on host-b", Duration::from_secs(10), || {
+        progress(&b)
+    });
     wait_for(
-        "the microVM to keep running on host-a",
+        "the microVM to keep running on host-b",
         Duration::from_secs(10),
-        || progress(&a).filter(|p| *p > before),
+        || progress(&b).filter(|p| *p > arrived),
+    );
+    assert_eq!(progress(&a), None, "the VM left host-a");
+    // The lease was committed: host-b holds no reservation, the VM counts as its own.
+    assert_eq!(peers(&b).reservations, 0);
+
+    // host-x, without the key, cannot push a VM at host-b's microVM port.
+    let refused_before = peers(&b).auth_failures;
+    let pushed = Command::new("ip")
+        .args(["netns", "exec", &net.hosts[2], "bash", "-c"])
+        .arg("exec 3<>/dev/tcp/10.77.0.2/7471 && printf 'AUGS\\001garbage-with-no-key-at-all-000000000000' >&3 && sleep 1")
+        .status()
+        .unwrap();
+    assert!(pushed.success(), "host-x reached host-b's microVM port");
+    wait_for(
+        "host-b to refuse host-x's stream",
+        Duration::from_secs(10),
+        || (peers(&b).auth_failures > refused_before).then_some(()),
+    );
+    assert_eq!(
+        progress(&b).map(|_| ()),
+        Some(()),
+        "host-b still runs exactly the one VM"
     );
     let Ok(Reply::Explain { decisions, .. }) = call(&a, Request::Explain { vm: "web".into() })
     else {

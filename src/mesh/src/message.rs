@@ -61,6 +61,9 @@ pub struct PeerInfo {
     pub migrate_host: Option<String>,
     /// In maintenance: takes no VMs.
     pub draining: bool,
+    /// The TCP port (at the host's mesh address) taking Augur microVMs, if it runs them.
+    #[serde(default)]
+    pub microvm_port: Option<u16>,
 }
 
 /// A source's proposal to move one VM.

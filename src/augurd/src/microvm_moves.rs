@@ -1,0 +1,190 @@
+//! Moving Augur's microVMs between augurd hosts: the listener that takes them in, and the
+//! sending side the orchestrator calls once a peer has granted a reservation.
+//!
+//! The stream is the mesh's [`SealedStream`], opened for one lease: a target takes a VM only
+//! against a live reservation for that VM's name and size, so a peer cannot push a VM nobody
+//! negotiated, and a host without the mesh key is dropped in the handshake.
+
+use crate::host::Host;
+use augur_mesh::{LeaseId, MeshKey, Node, SealedStream};
+use augur_microvm::MigrationParams;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Incoming moves at once; more are turned away (each holds a VM's memory while it arrives).
+const MAX_INCOMING: usize = 2;
+/// A stalled peer is given up on after this long without a byte.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn purpose(lease: LeaseId) -> String {
+    format!("microvm lease {lease}")
+}
+
+/// What a finished move reports, in the shape the orchestrator records.
+#[derive(Debug, Clone, Default)]
+pub struct MoveOutcome {
+    pub ok: bool,
+    pub error: Option<String>,
+    pub total_ms: Option<u64>,
+    pub downtime_ms: Option<u64>,
+    pub bytes: Option<u64>,
+    pub running_on_source: bool,
+}
+
+/// Binds the microVM listener and serves it on a thread of its own; returns the bound address.
+pub fn listen(host: &Arc<Host>, node: &Arc<Node>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    // Polled, so the thread ends with the daemon instead of blocking in accept forever.
+    listener.set_nonblocking(true)?;
+    let (host, node) = (Arc::downgrade(host), node.clone());
+    let busy = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("microvm-in".into())
+        .spawn(move || loop {
+            let Some(host) = host.upgrade().filter(|h| !h.stopping()) else {
+                return;
+            };
+            let conn = match listener.accept() {
+                Ok((conn, _)) => conn,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    drop(host);
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                Err(error) => {
+                    warn!(%error, "microVM listener: accept failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            let _ = conn.set_nonblocking(false);
+            if busy.fetch_add(1, Ordering::AcqRel) >= MAX_INCOMING {
+                busy.fetch_sub(1, Ordering::AcqRel);
+                warn!(peer = ?conn.peer_addr().ok(), "incoming microVM refused: {MAX_INCOMING} moves already arriving");
+                continue;
+            }
+            let (node, done) = (node.clone(), busy.clone());
+            let spawned = std::thread::Builder::new()
+                .name("microvm-recv".into())
+                .spawn(move || {
+                    receive(&host, &node, conn);
+                    done.fetch_sub(1, Ordering::AcqRel);
+                });
+            if spawned.is_err() {
+                busy.fetch_sub(1, Ordering::AcqRel);
+                warn!("no thread for an incoming microVM");
+            }
+        })?;
+    Ok(bound)
+}
+
+fn receive(host: &Host, node: &Node, conn: TcpStream) {
+    let peer = conn.peer_addr().ok();
+    let started = Instant::now();
+    let _ = conn.set_read_timeout(Some(STREAM_TIMEOUT));
+    let _ = conn.set_write_timeout(Some(STREAM_TIMEOUT));
+    let _ = conn.set_nodelay(true);
+    let (mut stream, purpose_bytes) = match SealedStream::accept(conn, node.key()) {
+        Ok(accepted) => accepted,
+        Err(error) => {
+            node.auth_failures.fetch_add(1, Ordering::Relaxed);
+            warn!(?peer, %error, "microVM stream refused");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&purpose_bytes).into_owned();
+    let lease: Option<LeaseId> = text
+        .strip_prefix("microvm lease ")
+        .and_then(|l| l.parse().ok());
+    let admit = |h: &augur_microvm::migration::IncomingHeader| {
+        let lease = lease.ok_or_else(|| format!("{text:?} names no lease"))?;
+        let ledger = node.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let held = ledger
+            .reservations(now)
+            .into_iter()
+            .find(|r| r.lease == lease);
+        match held {
+            None => Err(format!("no live reservation {lease} here")),
+            Some(r) if r.offer.vm != h.spec.name => Err(format!(
+                "reservation {lease} is for {:?}, not {:?}",
+                r.offer.vm, h.spec.name
+            )),
+            Some(r) if r.offer.memory_mib < h.spec.memory_mib => Err(format!(
+                "reservation {lease} holds {} MiB, the VM has {} MiB",
+                r.offer.memory_mib, h.spec.memory_mib
+            )),
+            Some(_) => Ok(()),
+        }
+    };
+    match host.receive_vm(&mut stream, admit) {
+        Ok(id) => {
+            info!(
+                ?peer,
+                vm = id,
+                lease,
+                ms = started.elapsed().as_millis() as u64,
+                "microVM arrived"
+            );
+            host.record_event(
+                "migration-in",
+                Some(id),
+                serde_json::json!({"peer": peer.map(|p| p.to_string()), "lease": lease}),
+            );
+        }
+        Err(error) => warn!(?peer, lease, %error, "incoming microVM failed; nothing runs here"),
+    }
+}
+
+/// Live-migrates microVM `name` to the peer listening at `to`, for reservation `lease`.
+pub fn send(
+    host: &Host,
+    key: &MeshKey,
+    name: &str,
+    to: SocketAddr,
+    lease: LeaseId,
+    params: &MigrationParams,
+) -> MoveOutcome {
+    let failed = |error: String| MoveOutcome {
+        error: Some(error),
+        running_on_source: true,
+        ..MoveOutcome::default()
+    };
+    let conn = match TcpStream::connect_timeout(&to, CONNECT_TIMEOUT) {
+        Ok(conn) => conn,
+        Err(e) => return failed(format!("cannot reach {to}: {e}")),
+    };
+    let _ = conn.set_read_timeout(Some(STREAM_TIMEOUT));
+    let _ = conn.set_write_timeout(Some(STREAM_TIMEOUT));
+    let _ = conn.set_nodelay(true);
+    let mut stream = match SealedStream::connect(conn, key, purpose(lease).as_bytes()) {
+        Ok(stream) => stream,
+        Err(e) => return failed(format!("stream to {to} refused: {e}")),
+    };
+    match host.migrate_vm_out(name, &mut stream, params) {
+        Ok(report) => MoveOutcome {
+            ok: true,
+            error: None,
+            total_ms: Some(report.total.as_millis() as u64),
+            downtime_ms: Some(report.downtime.as_millis() as u64),
+            bytes: Some(report.bytes),
+            running_on_source: false,
+        },
+        Err(error) => {
+            // A paused VM (outcome unknown) is back in the table as paused, not running.
+            let running = host
+                .with_vm(name, |vm| vm.state() == augur_microvm::VmState::Running)
+                .unwrap_or(false);
+            MoveOutcome {
+                error: Some(error),
+                running_on_source: running,
+                ..MoveOutcome::default()
+            }
+        }
+    }
+}
