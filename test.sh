@@ -41,7 +41,7 @@ if [ "$FUZZ_SECONDS" != "0" ]; then
   if rustup toolchain list | grep -q '^nightly'; then
     cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
     cargo run --quiet --locked -p augur-wire --example fuzz_seeds -- fuzz/corpus
-    for target in frame_decoder sample_payload shim_stream mesh_frame; do
+    for target in frame_decoder sample_payload shim_stream mesh_frame migration_stream; do
       (cd fuzz && cargo +nightly fuzz run "$target" -- -max_total_time="$FUZZ_SECONDS" 2>&1 | tail -n 2)
     done
   else

@@ -1,8 +1,9 @@
 //! Live migration of a 256 MiB microVM on loopback, through the mesh's authenticated stream,
 //! against a plain TCP transfer of 256 MiB between the same two threads in the same run (the
 //! link's bandwidth). Prints, per guest: total time against bytes moved / bandwidth, downtime,
-//! and the cost model's prediction (from that bandwidth and the dirty rate sensing measured
-//! before the move) against the measured time.
+//! and the cost model's prediction against the measured time: first from that bandwidth and the
+//! dirty rate sensing measured before the move, then calibrated as augurd calibrates it, with the
+//! rate the previous move of the guest achieved per byte of guest memory.
 //!
 //! `cargo bench -p augur-benches --bench migration`
 
@@ -131,6 +132,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let params = MigrationParams::default();
     for (name, spec) in [("idle", IDLE), ("busy 48 MiB/s", BUSY)] {
+        let mut calibrated: Option<f64> = None;
         for run in 0..RUNS {
             let plain_s = plain_transfer(256 << 20);
             let bandwidth = 256.0 * MIB / plain_s;
@@ -143,12 +145,25 @@ fn main() {
                 max_rounds: params.max_rounds,
             };
             let predicted = migration_cost(256.0 * MIB, r.working_set, r.dirty, &link);
+            let after_calibration = calibrated.map(|rate| {
+                let link = Link {
+                    bandwidth: rate,
+                    ..link
+                };
+                let p = migration_cost(256.0 * MIB, r.working_set, r.dirty, &link).total_s;
+                format!(
+                    "calibrated on the previous move {:.1} ms, predicted/measured {:.2}",
+                    p * 1e3,
+                    p / total
+                )
+            });
+            calibrated = Some(256.0 * MIB / total);
             println!(
                 "{name} 256 MiB guest, run {run}: {:.1} MiB in {:.1} ms over {} rounds ({:?} pages, {} of all pages zero), \
                  loopback {:.0} MiB/s -> bytes moved/bandwidth {:.1} ms, total/that {:.2}x (goal <= 1.5x), \
                  total/(plain copy of all 256 MiB) {:.2}x; \
                  downtime {:.2} ms (pause {:.2} ms; goal < 50 ms for idle); \
-                 dirty {:.1} MiB/s, predicted {:.1} ms ({} rounds), predicted/measured {:.2}",
+                 dirty {:.1} MiB/s, predicted from the link {:.1} ms ({} rounds), predicted/measured {:.2}; {}",
                 r.report.bytes as f64 / MIB,
                 total * 1e3,
                 r.report.rounds.len(),
@@ -164,6 +179,7 @@ fn main() {
                 predicted.total_s * 1e3,
                 predicted.rounds,
                 predicted.total_s / total,
+                after_calibration.unwrap_or_else(|| "first move: nothing to calibrate on".into()),
             );
         }
     }
