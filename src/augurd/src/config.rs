@@ -52,7 +52,7 @@
 //! capacity_cpu = 0             # vCPUs this host offers; 0: its online CPUs
 //! capacity_memory_mib = 0      # memory this host offers; 0: MemTotal
 //! limit = 0.8                  # share of capacity predicted demand may fill on a target
-//! lease_s = 120                # how long a target holds a reservation
+//! lease_s = 120                # the shortest lease a target holds a reservation under
 //! plan_every_s = 60            # how often the orchestrator looks for a move
 //! dry_run = false              # decide and explain, never move
 //!

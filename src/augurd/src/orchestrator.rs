@@ -34,8 +34,10 @@ const DRAIN_EVERY: Duration = Duration::from_secs(2);
 const HORIZON_S: u32 = 300;
 /// A peer address no one names any more is dropped after this long without an answer.
 const FORGET_AFTER: Duration = Duration::from_secs(300);
-/// A lease covers the predicted migration this many times over, plus a minute.
+/// A lease covers the predicted migration this many times over, plus `LEASE_SLACK_S`; `lease_s`
+/// is its floor.
 const LEASE_MARGIN: f64 = 3.0;
+const LEASE_SLACK_S: f64 = 10.0;
 /// Without a trained model, a VM's upper bound is its current demand with this margin.
 const FALLBACK_MARGIN: f64 = 1.25;
 
@@ -471,7 +473,7 @@ impl Orchestrator {
             .collect();
         candidates.sort_by_key(|p| p.id != chosen.to);
         // The lease must outlast the move, or the target may give the room away meanwhile.
-        let needed = chosen.cost.total_s * LEASE_MARGIN + 60.0;
+        let needed = chosen.cost.total_s * LEASE_MARGIN + LEASE_SLACK_S;
         let lease = Duration::from_secs_f64(needed.clamp(self.config.lease_s as f64, 600.0));
         let started = Instant::now();
         let negotiation =

@@ -99,6 +99,7 @@ impl Drop for Daemon {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start(
     ns: &str,
     dir: &Path,
@@ -107,6 +108,7 @@ fn start(
     addr: &str,
     peers: &[&str],
     key: &Path,
+    lease_s: u64,
 ) -> Daemon {
     let socket = dir.join(format!("{name}.sock"));
     let config = dir.join(format!("{name}.toml"));
@@ -117,7 +119,7 @@ fn start(
             "driver = \"{driver}\"\ndata_dir = \"{}\"\nadmin_socket = \"{}\"\nadmin_group = \"\"\nsample_interval_ms = 500\n\
              [store]\nenabled = false\n[forecast]\nenabled = false\n\
              [mesh]\nenabled = true\nhost_id = \"{name}\"\nlisten = \"{addr}:7470\"\npeers = [{}]\nkey_file = \"{}\"\n\
-             libvirt_uri = \"qemu+tcp://{addr}/system\"\ncapacity_cpu = 8\ncapacity_memory_mib = 8192\nplan_every_s = 1\nlease_s = 60\n",
+             libvirt_uri = \"qemu+tcp://{addr}/system\"\ncapacity_cpu = 8\ncapacity_memory_mib = 8192\nplan_every_s = 1\nlease_s = {lease_s}\n",
             dir.join(format!("{name}-data")).display(),
             socket.display(),
             peers.join(", "),
@@ -172,18 +174,26 @@ fn peers(d: &Daemon) -> augur_admin::PeersReply {
     }
 }
 
-#[test]
-fn hosts_in_namespaces_negotiate_and_move_a_microvm() {
+/// Root for namespaces, KVM for microVMs; prints why not.
+fn can_run(test: &str) -> bool {
     let is_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
     });
     if !is_root {
-        println!("SKIPPED {TEST}: needs root (network namespaces)");
-        return;
+        println!("SKIPPED {test}: needs root (network namespaces)");
+        return false;
     }
     if let Some(reason) = augur_microvm::kvm_unavailable_reason() {
-        println!("SKIPPED {TEST}: {reason}");
+        println!("SKIPPED {test}: {reason}");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn hosts_in_namespaces_negotiate_and_move_a_microvm() {
+    if !can_run(TEST) {
         return;
     }
     let tag = format!("au{}", std::process::id() % 10_000);
@@ -209,6 +219,7 @@ fn hosts_in_namespaces_negotiate_and_move_a_microvm() {
         "10.77.0.1",
         &["10.77.0.3"],
         &key,
+        60,
     );
     let b = start(
         &net.hosts[1],
@@ -218,6 +229,7 @@ fn hosts_in_namespaces_negotiate_and_move_a_microvm() {
         "10.77.0.2",
         &["10.77.0.1"],
         &key,
+        60,
     );
     let x = start(
         &net.hosts[2],
@@ -227,6 +239,7 @@ fn hosts_in_namespaces_negotiate_and_move_a_microvm() {
         "10.77.0.3",
         &["10.77.0.1", "10.77.0.2"],
         &wrong,
+        60,
     );
 
     let started = Instant::now();
@@ -346,4 +359,103 @@ fn hosts_in_namespaces_negotiate_and_move_a_microvm() {
         .iter()
         .any(|d| d.trigger == "maintenance" && d.target.as_deref() == Some("host-b")));
     drop((x, b, a));
+}
+
+const TEST_DIES: &str = "a_source_that_dies_after_its_reservation_leaves_nothing_behind";
+
+/// host-a is killed once host-b has granted it a reservation and the VM's memory is on its
+/// way: host-b starts nothing, and the room it held is free again when the lease runs out.
+#[test]
+fn a_source_that_dies_after_its_reservation_leaves_nothing_behind() {
+    if !can_run(TEST_DIES) {
+        return;
+    }
+    let tag = format!("ad{}", std::process::id() % 10_000);
+    let net = match Net::create(&tag, 2) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("SKIPPED {TEST_DIES}: cannot make network namespaces: {e}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("mesh.key");
+    std::fs::write(&key, "5c".repeat(32)).unwrap();
+    let mut a = start(
+        &net.hosts[0],
+        dir.path(),
+        "host-a",
+        "microvm",
+        "10.77.0.1",
+        &["10.77.0.2"],
+        &key,
+        5,
+    );
+    let b = start(
+        &net.hosts[1],
+        dir.path(),
+        "host-b",
+        "microvm",
+        "10.77.0.2",
+        &["10.77.0.1"],
+        &key,
+        5,
+    );
+    wait_for("host-a to see host-b", Duration::from_secs(30), || {
+        peers(&a)
+            .peers
+            .iter()
+            .any(|p| p.id == "host-b" && p.up)
+            .then_some(())
+    });
+    // A guest whose memory is mostly written, so the transfer takes long enough to die in.
+    let spec = "name = \"big\"\nmemory_mib = 256\n[[phase]]\nkind = \"memory\"\nseconds = 600\nworking_set_mib = 240\ntouch_mib_per_s = 400\n";
+    match call(
+        &a,
+        Request::VmStart {
+            spec: spec.into(),
+            origin: None,
+        },
+    ) {
+        Ok(Reply::VmStarted { .. }) => {}
+        other => panic!("the microVM did not start: {other:?}"),
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(matches!(
+        call(&a, Request::Drain { host: None }),
+        Ok(Reply::Orchestrator { draining: true, .. })
+    ));
+    wait_for(
+        "host-b to grant host-a a reservation",
+        Duration::from_secs(60),
+        || (peers(&b).reservations == 1).then_some(()),
+    );
+    let killed = Instant::now();
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    println!("host-a killed with host-b's reservation held");
+    // host-b notices the stream end and starts nothing; the room frees when the lease lapses.
+    wait_for(
+        "host-b's reservation to lapse",
+        Duration::from_secs(60),
+        || (peers(&b).reservations == 0).then_some(()),
+    );
+    println!(
+        "host-b released the room {:.1} s after host-a died",
+        killed.elapsed().as_secs_f64()
+    );
+    match call(&b, Request::Vms) {
+        Ok(Reply::Vms { vms }) => assert!(vms.is_empty(), "host-b runs nothing: {vms:?}"),
+        other => panic!("host-b answers: {other:?}"),
+    }
+    let log = std::fs::read_to_string(dir.path().join("host-b.log")).unwrap_or_default();
+    println!(
+        "host-a died {}",
+        if log.contains("incoming microVM failed") {
+            "while the VM's memory was arriving at host-b"
+        } else {
+            "before its stream reached host-b"
+        }
+    );
+    drop((b, a));
 }
