@@ -505,12 +505,13 @@ impl Host {
         key: &str,
         stream: &mut S,
         params: &augur_microvm::MigrationParams,
-    ) -> Result<augur_microvm::MigrationReport, String> {
+    ) -> Result<augur_microvm::MigrationReport, augur_microvm::MigrationError> {
+        let absent =
+            || augur_microvm::MigrationError::NotMigratable(format!("no microVM {key:?} here"));
         let mut managed = {
             let mut vms = lock(&self.vms);
-            let id = resolve(&vms, key).ok_or_else(|| format!("no microVM {key:?} here"))?;
-            vms.remove(&id)
-                .ok_or_else(|| format!("no microVM {key:?} here"))?
+            let id = resolve(&vms, key).ok_or_else(absent)?;
+            vms.remove(&id).ok_or_else(absent)?
         };
         let id = managed.vm.id();
         match managed.vm.migrate_to(stream, params) {
@@ -520,7 +521,7 @@ impl Host {
             }
             Err(error) => {
                 lock(&self.vms).insert(id, managed);
-                Err(error.to_string())
+                Err(error)
             }
         }
     }

@@ -7,7 +7,8 @@
 
 use crate::host::Host;
 use augur_mesh::{LeaseId, MeshKey, Node, SealedStream};
-use augur_microvm::MigrationParams;
+use augur_microvm::{MigrationError, MigrationParams};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +20,47 @@ const MAX_INCOMING: usize = 2;
 /// A stalled peer is given up on after this long without a byte.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An unauthenticated peer holds one of the few incoming slots no longer than this.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// The longest a whole incoming move may take, however steadily its bytes trickle in.
+const TRANSFER_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
+/// A connection whose every read and write fails once `until` has passed.
+#[derive(Debug)]
+struct Deadline {
+    conn: TcpStream,
+    until: Instant,
+}
+
+impl Deadline {
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the peer took too long",
+            ));
+        }
+        Ok(left.min(STREAM_TIMEOUT))
+    }
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.conn.set_read_timeout(Some(self.left()?))?;
+        self.conn.read(buf)
+    }
+}
+
+impl Write for Deadline {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.conn.set_write_timeout(Some(self.left()?))?;
+        self.conn.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.conn.flush()
+    }
+}
 
 fn purpose(lease: LeaseId) -> String {
     format!("microvm lease {lease}")
@@ -86,9 +128,11 @@ pub fn listen(host: &Arc<Host>, node: &Arc<Node>, addr: SocketAddr) -> std::io::
 fn receive(host: &Host, node: &Node, conn: TcpStream) {
     let peer = conn.peer_addr().ok();
     let started = Instant::now();
-    let _ = conn.set_read_timeout(Some(STREAM_TIMEOUT));
-    let _ = conn.set_write_timeout(Some(STREAM_TIMEOUT));
     let _ = conn.set_nodelay(true);
+    let conn = Deadline {
+        conn,
+        until: started + HANDSHAKE_DEADLINE,
+    };
     let (mut stream, purpose_bytes) = match SealedStream::accept(conn, node.key()) {
         Ok(accepted) => accepted,
         Err(error) => {
@@ -97,6 +141,7 @@ fn receive(host: &Host, node: &Node, conn: TcpStream) {
             return;
         }
     };
+    stream.get_mut().until = started + TRANSFER_DEADLINE;
     let text = String::from_utf8_lossy(&purpose_bytes).into_owned();
     let lease: Option<LeaseId> = text
         .strip_prefix("microvm lease ")
@@ -175,16 +220,12 @@ pub fn send(
             bytes: Some(report.bytes),
             running_on_source: false,
         },
-        Err(error) => {
-            // A paused VM (outcome unknown) is back in the table as paused, not running.
-            let running = host
-                .with_vm(name, |vm| vm.state() == augur_microvm::VmState::Running)
-                .unwrap_or(false);
-            MoveOutcome {
-                error: Some(error),
-                running_on_source: running,
-                ..MoveOutcome::default()
-            }
-        }
+        // Only an unconfirmed hand-over may have left the VM running on the target (its copy
+        // here stays paused); after any other failure it never left.
+        Err(error) => MoveOutcome {
+            running_on_source: !matches!(error, MigrationError::OutcomeUnknown(_)),
+            error: Some(error.to_string()),
+            ..MoveOutcome::default()
+        },
     }
 }

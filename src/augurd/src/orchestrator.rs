@@ -796,10 +796,17 @@ fn local_view(host: &Arc<Host>, id: &str, draining: bool) -> LocalView {
             }
         })
         .collect();
-    let microvms: Vec<(String, u64, u64, u32)> = host.each_vm(|vm| {
-        let spec = vm.spec();
-        (spec.name.clone(), vm.id(), spec.memory_mib, spec.vcpus)
-    });
+    // Only running microVMs can move: a finished script, a failed guest or one held paused by
+    // an unconfirmed move stays where it is.
+    let microvms: Vec<(String, u64, u64, u32)> = host
+        .each_vm(|vm| {
+            let spec = vm.spec();
+            (vm.state() == augur_microvm::VmState::Running)
+                .then(|| (spec.name.clone(), vm.id(), spec.memory_mib, spec.vcpus))
+        })
+        .into_iter()
+        .flatten()
+        .collect();
     let mut vms = vms;
     for (name, vm_id, memory_mib, vcpus) in microvms {
         let w = host.current_window(vm_id).unwrap_or_default();

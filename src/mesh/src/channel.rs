@@ -82,6 +82,11 @@ pub struct SealedStream<S> {
     /// Verified incoming data not yet read, from `at`.
     got: Vec<u8>,
     at: usize,
+    /// Set by the first error of each direction: a direction that failed once is not used
+    /// again, so no byte of a chunk that failed its check can be handed out. The directions
+    /// fail apart: a peer that went away may still have left its last words to be read.
+    broken_read: Option<io::ErrorKind>,
+    broken_write: Option<io::ErrorKind>,
 }
 
 fn session_keys(mesh: &MeshKey, cn: &[u8], sn: &[u8], purpose: &[u8]) -> (Direction, Direction) {
@@ -166,11 +171,33 @@ impl<S: Read + Write> SealedStream<S> {
             out: vec![0; 4],
             got: Vec::new(),
             at: 0,
+            broken_read: None,
+            broken_write: None,
         }
     }
+}
 
+fn check(broken: Option<io::ErrorKind>) -> io::Result<()> {
+    match broken {
+        Some(kind) => Err(io::Error::new(kind, "the stream failed earlier")),
+        None => Ok(()),
+    }
+}
+
+fn note<T>(broken: &mut Option<io::ErrorKind>, result: io::Result<T>) -> io::Result<T> {
+    if let Err(e) = &result {
+        *broken = Some(e.kind());
+    }
+    result
+}
+
+impl<S: Read + Write> SealedStream<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
     }
 
     /// Seals and sends the buffered data, if any.
@@ -195,6 +222,8 @@ impl<S: Read + Write> SealedStream<S> {
 
     /// Reads and verifies the next chunk; false at a clean end of stream.
     fn fill(&mut self) -> io::Result<bool> {
+        self.got.clear();
+        self.at = 0;
         let mut len_bytes = [0u8; 4];
         match self.inner.read(&mut len_bytes[..1])? {
             0 => return Ok(false),
@@ -222,25 +251,32 @@ impl<S: Read + Write> SealedStream<S> {
 
 impl<S: Read + Write> Write for SealedStream<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        check(self.broken_write)?;
         let room = CHUNK + 4 - self.out.len();
         let n = buf.len().min(room);
         self.out.extend_from_slice(&buf[..n]);
         if self.out.len() - 4 >= CHUNK {
-            self.seal()?;
+            let sealed = self.seal();
+            note(&mut self.broken_write, sealed)?;
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.seal()?;
-        self.inner.flush()
+        check(self.broken_write)?;
+        let sealed = self.seal().and_then(|_| self.inner.flush());
+        note(&mut self.broken_write, sealed)
     }
 }
 
 impl<S: Read + Write> Read for SealedStream<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.at == self.got.len() && !self.fill()? {
-            return Ok(0);
+        check(self.broken_read)?;
+        if self.at == self.got.len() {
+            let filled = self.fill();
+            if !note(&mut self.broken_read, filled)? {
+                return Ok(0);
+            }
         }
         let n = buf.len().min(self.got.len() - self.at);
         buf[..n].copy_from_slice(&self.got[self.at..self.at + n]);
@@ -327,9 +363,21 @@ mod tests {
         // The second chunk alone carries sequence 1, not 0: a replay out of place is refused.
         let first_len = 4 + 5 + TAG_LEN;
         assert!(open(wire[first_len..].to_vec()).is_err());
-        let mut huge = wire;
+        let mut huge = wire.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(open(huge).is_err());
+        // Once a chunk fails, the stream gives nothing more, not even the bytes of that chunk.
+        let mut second_bad = wire;
+        let last = second_bad.len() - 1;
+        second_bad[last] ^= 1;
+        let (send, recv) = session_keys(&k, &cn, &sn, b"p");
+        let mut s = SealedStream::new(Duplex(std::io::Cursor::new(second_bad)), recv, send);
+        let mut first = [0u8; 5];
+        s.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"first");
+        let mut buf = [0u8; 16];
+        assert!(s.read(&mut buf).is_err());
+        assert!(s.read(&mut buf).is_err(), "a failed stream stays failed");
     }
 
     /// Collects writes; reads nothing.

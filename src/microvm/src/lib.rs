@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod boot;
+mod clock;
 mod control;
 mod counters;
 mod devices;

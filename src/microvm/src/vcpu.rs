@@ -1,5 +1,6 @@
 //! The vCPU thread: runs KVM_RUN, counts every exit by reason, and serves the guest's ports.
 
+use crate::clock::GuestClock;
 use crate::control::{Control, Release};
 use crate::counters::VmCounters;
 use crate::devices::{self, Disk, Net};
@@ -41,7 +42,7 @@ pub struct VcpuContext {
     pub control: Arc<Control>,
     pub disk: Disk,
     pub net: Net,
-    pub epoch: Instant,
+    pub clock: GuestClock,
     /// Phase this vCPU is in, for status reports.
     pub phase: Arc<AtomicU64>,
     /// Pacing state carried over from the host this vCPU ran on before a migration.
@@ -175,7 +176,7 @@ impl VcpuContext {
                 }
                 Err(e) => Event::Fatal(Metric::ExitOther, format!("KVM_RUN failed: {e}")),
             };
-            let now = self.epoch.elapsed();
+            let now = self.clock.now();
             match event {
                 Event::Count(metric) => self.counters.count_exit(metric),
                 Event::Out(port, value) => {

@@ -1,6 +1,7 @@
 //! One running microVM: its KVM objects, guest memory, vCPU threads and sensing handles.
 
 use crate::boot;
+use crate::clock::GuestClock;
 use crate::control::Control;
 use crate::counters::{FlowCount, VmCounters};
 use crate::devices::{Disk, Net, NetSwitch};
@@ -19,10 +20,10 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
@@ -163,8 +164,8 @@ pub struct MicroVm {
     pub(crate) control: Arc<Control>,
     vcpus: Vec<VcpuHandle>,
     stats: Vec<KvmStats>,
-    /// Time zero of the guest's clock: the pacer's schedule counts from here.
-    pub(crate) epoch: Instant,
+    /// The guest's clock: the pacer's schedule runs on it.
+    pub(crate) clock: GuestClock,
     /// Whether phases run SSE code (the guest's phase table says so; a target must agree).
     pub(crate) fp_used: bool,
     fp_degraded: bool,
@@ -193,12 +194,17 @@ fn kick_signal() -> i32 {
 
 extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
-/// Installs the kick handler once per process: without a handler the signal would end it.
+/// Set once the kick handler is installed: without it the signal would end the process.
+static KICKS: AtomicBool = AtomicBool::new(false);
+
 fn install_kick_handler() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        if let Err(error) = vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick) {
-            warn!(%error, "no vCPU kick handler: pauses wait for the next guest exit");
+        match vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick) {
+            Ok(()) => KICKS.store(true, Ordering::Release),
+            Err(error) => {
+                warn!(%error, "no vCPU kick handler: pauses and stops wait for the next guest exit")
+            }
         }
     });
 }
@@ -283,7 +289,7 @@ impl MicroVm {
             fp_used,
             parts,
             options,
-            Instant::now(),
+            GuestClock::start(),
             resume,
         )
     }
@@ -357,7 +363,7 @@ impl MicroVm {
         fp_used: bool,
         parts: Parts,
         options: &VmOptions,
-        epoch: Instant,
+        clock: GuestClock,
         resume: Vec<Option<(Pacer, Duration)>>,
     ) -> Result<Self, VmError> {
         let Parts {
@@ -399,7 +405,7 @@ impl MicroVm {
                     u64::from(cpu) * (disk_size / 8),
                 ),
                 net: Net::new(id, options.switch.clone()),
-                epoch,
+                clock,
                 phase: phase.clone(),
                 resume,
             };
@@ -448,7 +454,7 @@ impl MicroVm {
             control,
             vcpus,
             stats,
-            epoch,
+            clock,
             fp_used,
             fp_degraded,
             disk_path: disk_guard.keep(),
@@ -460,6 +466,9 @@ impl MicroVm {
     /// Interrupts vCPU `cpu` if it is inside the guest.
     pub(crate) fn kick(&self, cpu: usize) {
         use vmm_sys_util::signal::Killable;
+        if !KICKS.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(thread) = self.vcpus.get(cpu).and_then(|v| v.thread.as_ref()) {
             // The thread may have just ended; a failed kick is retried or moot.
             let _ = thread.kill(kick_signal());
@@ -541,7 +550,7 @@ impl MicroVm {
                 .map_or("-", |p| p.name)
                 .to_string(),
             progress: self.progress(),
-            uptime: self.epoch.elapsed(),
+            uptime: self.clock.now(),
             vcpu_tids: self.vcpu_tids(),
             dirty_source: self.dirty.source(),
             fp_degraded: self.fp_degraded,
@@ -607,6 +616,19 @@ impl MicroVm {
     /// Stops the vCPUs and waits for their threads.
     pub fn stop(&mut self) {
         self.control.stop();
+        // A vCPU inside the guest sees the stop only at its next exit: kick it out, again until
+        // it ends, since a kick can land just before it enters KVM_RUN.
+        while KICKS.load(Ordering::Acquire)
+            && self
+                .vcpus
+                .iter()
+                .any(|v| v.thread.as_ref().is_some_and(|t| !t.is_finished()))
+        {
+            for cpu in 0..self.vcpus.len() {
+                self.kick(cpu);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         for vcpu in &mut self.vcpus {
             if let Some(thread) = vcpu.thread.take() {
                 if thread.join().is_err() {

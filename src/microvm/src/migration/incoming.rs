@@ -4,6 +4,7 @@ use super::codec::{self, Decoder, Kind, PAGES_PER_RECORD};
 use super::outgoing::send_abort;
 use super::vcpu_state::VcpuSnapshot;
 use super::{MigrationError, VERSION};
+use crate::clock::GuestClock;
 use crate::fp_probe::fp_supported;
 use crate::layout::PAGE;
 use crate::phase_plan;
@@ -12,7 +13,7 @@ use crate::vm::{MicroVm, Parts, VmOptions};
 use augur_wire::VmId;
 use kvm_ioctls::Kvm;
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{info, warn};
 
 /// Largest spec a source may send.
@@ -229,10 +230,9 @@ fn accept_inner<S: Read + Write>(
         }
     }
     // The guest's clock continues from where it paused: the downtime is not guest time.
-    let now = Instant::now();
-    let epoch = now.checked_sub(arrivals.vm_time).unwrap_or(now);
+    let clock = GuestClock::resumed(arrivals.vm_time);
     let plans = phase_plan::plan(&spec, fp_used).into();
-    let vm = MicroVm::launch(id, spec, plans, fp_used, parts, options, epoch, resume)?;
+    let vm = MicroVm::launch(id, spec, plans, fp_used, parts, options, clock, resume)?;
     if let Err(error) = codec::write_record(stream, Kind::Started, &[]).and_then(|_| stream.flush())
     {
         // The guest runs here now; the source keeps its copy paused without this word.

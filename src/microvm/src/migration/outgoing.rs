@@ -305,7 +305,7 @@ impl MicroVm {
             .map_err(MigrationError::Pause)?;
         let pause = pause_started.elapsed();
         let progress_at_pause = self.progress();
-        let vm_time = self.epoch.elapsed();
+        let vm_time = self.clock.now();
         let hand_over = self.stop_and_copy(stream, &mut bitmap, &snapshots, vm_time, &mut buf);
         let final_pages = match hand_over {
             Ok(sent) => {
@@ -328,7 +328,15 @@ impl MicroVm {
             return Err(error);
         }
         bytes += 5;
-        expect(stream, Kind::Started).map_err(|e| MigrationError::OutcomeUnknown(e.to_string()))?;
+        match expect(stream, Kind::Started) {
+            Ok(()) => {}
+            // The target says, authenticated, that it started nothing: the guest can run on here.
+            Err(MigrationError::PeerAborted(why)) => {
+                self.control.resume();
+                return Err(MigrationError::PeerAborted(why));
+            }
+            Err(e) => return Err(MigrationError::OutcomeUnknown(e.to_string())),
+        }
         Ok(MigrationReport {
             rounds,
             final_pages,
