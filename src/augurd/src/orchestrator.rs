@@ -738,106 +738,106 @@ struct LocalView {
 }
 
 /// This host's VMs with their forecasts, as the planner sees them.
+/// A VM of this host as the planner needs to know it, whatever runs it.
+struct LocalVm {
+    name: String,
+    id: u64,
+    memory: f64,
+    vcpus: u32,
+    kind: &'static str,
+}
+
+/// The planner's view of one local VM: its current demand, its forecast (the trained model's,
+/// else current demand with a margin), memory, working set and dirty rate; and the line that
+/// explains those inputs.
+fn plan_vm(host: &Arc<Host>, vm: LocalVm) -> (PlanVm, String) {
+    let LocalVm {
+        name,
+        id,
+        memory,
+        vcpus,
+        kind,
+    } = vm;
+    let w = host.current_window(id).unwrap_or_default();
+    let current = Resources {
+        cpu: w.cpu_vcpus.unwrap_or(0.0).min(vcpus as f64),
+        mem: memory,
+        disk: w.disk_read_bytes_per_s.unwrap_or(0.0) + w.disk_write_bytes_per_s.unwrap_or(0.0),
+        net: w.net_rx_bytes_per_s.unwrap_or(0.0) + w.net_tx_bytes_per_s.unwrap_or(0.0),
+    };
+    let (mean, upper, source) = match forecast(host, &name, current) {
+        Some((mean, upper)) => (mean, upper, "augur-gbt forecast"),
+        None => (
+            current,
+            Resources {
+                cpu: (current.cpu * FALLBACK_MARGIN).min(vcpus as f64),
+                ..current
+            },
+            "no trained model yet: current demand, upper +25%",
+        ),
+    };
+    let dirty = host.latest_dirty_mib_per_s(id).unwrap_or(0.0) * MIB;
+    // The guest's own active memory where its shim reports it, else the dirtied working set.
+    let working_set = w
+        .guest
+        .as_ref()
+        .and_then(|g| g.active_mib)
+        .or(w.working_set_mib)
+        .map_or(memory, |m| (m * MIB).min(memory));
+    let input = format!(
+        "{name} ({kind}): cpu now {:.2}, mean {:.2}, upper {:.2} vCPU ({source}); memory {:.0} MiB; dirty {:.1} MiB/s",
+        current.cpu,
+        mean.cpu,
+        upper.cpu,
+        memory / MIB,
+        dirty / MIB
+    );
+    let vm = PlanVm {
+        id: name,
+        current,
+        forecast_mean: mean,
+        forecast_upper: upper,
+        memory,
+        working_set,
+        dirty_rate: dirty,
+        pinned: false,
+        affinity_group: None,
+        anti_affinity_group: None,
+    };
+    (vm, input)
+}
+
 fn local_view(host: &Arc<Host>, id: &str, draining: bool) -> LocalView {
-    let mut inputs = Vec::new();
-    let vms: Vec<PlanVm> = host
+    let domains = host
         .with_domains(|d| {
             d.iter()
-                .map(|dom| (dom.xml.name.clone(), dom.id, dom.xml.memory_kib, dom.xml.vcpus))
+                .map(|dom| LocalVm {
+                    name: dom.xml.name.clone(),
+                    id: dom.id,
+                    memory: dom.xml.memory_kib as f64 * 1024.0,
+                    vcpus: dom.xml.vcpus,
+                    kind: "libvirt domain",
+                })
                 .collect::<Vec<_>>()
         })
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, vm_id, memory_kib, vcpus)| {
-            let w = host.current_window(vm_id).unwrap_or_default();
-            let memory = memory_kib as f64 * 1024.0;
-            let current = Resources {
-                cpu: w.cpu_vcpus.unwrap_or(0.0).min(vcpus as f64),
-                mem: memory,
-                disk: w.disk_read_bytes_per_s.unwrap_or(0.0) + w.disk_write_bytes_per_s.unwrap_or(0.0),
-                net: w.net_rx_bytes_per_s.unwrap_or(0.0) + w.net_tx_bytes_per_s.unwrap_or(0.0),
-            };
-            let (mean, upper, source) = match forecast(host, &name) {
-                Some((mean, upper)) => (mean, upper, "augur-gbt forecast"),
-                None => (
-                    current,
-                    Resources {
-                        cpu: (current.cpu * FALLBACK_MARGIN).min(vcpus as f64),
-                        ..current
-                    },
-                    "no trained model yet: current demand, upper +25%",
-                ),
-            };
-            let dirty = host.latest_dirty_mib_per_s(vm_id).unwrap_or(0.0) * MIB;
-            let working_set = w
-                .guest
-                .as_ref()
-                .and_then(|g| g.active_mib)
-                .map_or(memory, |m| m * MIB);
-            inputs.push(format!(
-                "{name}: cpu now {:.2}, mean {:.2}, upper {:.2} vCPU ({source}); memory {:.0} MiB; dirty {:.1} MiB/s",
-                current.cpu,
-                mean.cpu,
-                upper.cpu,
-                memory / MIB,
-                dirty / MIB
-            ));
-            PlanVm {
-                id: name,
-                current,
-                forecast_mean: mean,
-                forecast_upper: upper,
-                memory,
-                working_set,
-                dirty_rate: dirty,
-                pinned: false,
-                affinity_group: None,
-                anti_affinity_group: None,
-            }
-        })
-        .collect();
+        .unwrap_or_default();
     // Only running microVMs can move: a finished script, a failed guest or one held paused by
     // an unconfirmed move stays where it is.
-    let microvms: Vec<(String, u64, u64, u32)> = host
-        .each_vm(|vm| {
-            let spec = vm.spec();
-            (vm.state() == augur_microvm::VmState::Running)
-                .then(|| (spec.name.clone(), vm.id(), spec.memory_mib, spec.vcpus))
+    let microvms = host.each_vm(|vm| {
+        let spec = vm.spec();
+        (vm.state() == augur_microvm::VmState::Running).then(|| LocalVm {
+            name: spec.name.clone(),
+            id: vm.id(),
+            memory: spec.memory_mib as f64 * MIB,
+            vcpus: spec.vcpus,
+            kind: "microVM",
         })
+    });
+    let (vms, inputs): (Vec<PlanVm>, Vec<String>) = domains
         .into_iter()
-        .flatten()
-        .collect();
-    let mut vms = vms;
-    for (name, vm_id, memory_mib, vcpus) in microvms {
-        let w = host.current_window(vm_id).unwrap_or_default();
-        let memory = memory_mib as f64 * MIB;
-        let current = Resources {
-            cpu: w.cpu_vcpus.unwrap_or(0.0).min(vcpus as f64),
-            mem: memory,
-            disk: w.disk_read_bytes_per_s.unwrap_or(0.0) + w.disk_write_bytes_per_s.unwrap_or(0.0),
-            net: w.net_rx_bytes_per_s.unwrap_or(0.0) + w.net_tx_bytes_per_s.unwrap_or(0.0),
-        };
-        let upper = Resources {
-            cpu: (current.cpu * FALLBACK_MARGIN).min(vcpus as f64),
-            ..current
-        };
-        inputs.push(format!(
-            "{name} (microVM): cpu now {:.2}, upper {:.2} vCPU (current demand, upper +25%); memory {memory_mib} MiB",
-            current.cpu, upper.cpu
-        ));
-        vms.push(PlanVm {
-            id: name,
-            current,
-            forecast_mean: current,
-            forecast_upper: upper,
-            memory,
-            working_set: w.working_set_mib.map_or(memory, |m| m * MIB),
-            dirty_rate: w.dirty_mib_per_s.unwrap_or(0.0) * MIB,
-            pinned: false,
-            affinity_group: None,
-            anti_affinity_group: None,
-        });
-    }
+        .chain(microvms.into_iter().flatten())
+        .map(|vm| plan_vm(host, vm))
+        .unzip();
     let capacity = {
         let own = host.orchestrator().map(|o| lock(&o.node.ledger).capacity());
         own.map(|c| from_demand(&c)).unwrap_or_default()
@@ -855,8 +855,9 @@ fn local_view(host: &Arc<Host>, id: &str, draining: bool) -> LocalView {
     }
 }
 
-/// The CPU forecast at the planning horizon from the trained model, with memory as allocated.
-fn forecast(host: &Arc<Host>, name: &str) -> Option<(Resources, Resources)> {
+/// The CPU forecast at the planning horizon from the trained model; the other resources as
+/// they are now (memory as allocated).
+fn forecast(host: &Arc<Host>, name: &str, current: Resources) -> Option<(Resources, Resources)> {
     let reply = host.predict(name).ok()?;
     let cpu = reply.resources.iter().find(|r| r.resource == "cpu")?;
     let h = cpu
@@ -864,15 +865,14 @@ fn forecast(host: &Arc<Host>, name: &str) -> Option<(Resources, Resources)> {
         .iter()
         .find(|h| h.horizon_s == HORIZON_S as i64)
         .or(cpu.horizons.first())?;
-    let base = Resources::default();
     Some((
         Resources {
             cpu: h.mean.max(0.0),
-            ..base
+            ..current
         },
         Resources {
             cpu: h.upper.max(0.0),
-            ..base
+            ..current
         },
     ))
 }
