@@ -6,6 +6,8 @@ use forust_ml::GradientBooster;
 
 /// A leaf has `feature == LEAF` and its value in `threshold`.
 const LEAF: u16 = u16::MAX;
+/// Rows walked through one tree together.
+const LOCKSTEP: usize = 4;
 
 #[derive(Debug, Clone, Copy)]
 struct Node {
@@ -81,31 +83,50 @@ impl CompactTrees {
             .max()
     }
 
-    /// The raw prediction for one row (which must be longer than [`Self::max_feature`]).
-    pub fn predict(&self, row: &[f64]) -> f64 {
-        let is_missing = |v: f64| {
-            if self.missing.is_nan() {
-                v.is_nan()
-            } else {
-                v == self.missing
+    /// Raw predictions for several rows (each longer than [`Self::max_feature`]), walking each
+    /// tree for up to four rows in lockstep: the walks are independent, so the CPU overlaps
+    /// their loads instead of waiting on one chain of nodes at a time.
+    pub fn predict_rows(&self, rows: &[Vec<f64>]) -> Vec<f64> {
+        let mut out = Vec::with_capacity(rows.len());
+        for group in rows.chunks(LOCKSTEP) {
+            let mut sums = [self.base_score; LOCKSTEP];
+            for &root in &self.roots {
+                let mut at = [root; LOCKSTEP];
+                loop {
+                    let mut walking = false;
+                    for (r, row) in group.iter().enumerate() {
+                        let node = &self.nodes[at[r] as usize];
+                        if node.feature == LEAF {
+                            continue;
+                        }
+                        walking = true;
+                        at[r] = self.next(node, row[node.feature as usize]);
+                    }
+                    if !walking {
+                        break;
+                    }
+                }
+                for (r, sum) in sums.iter_mut().enumerate().take(group.len()) {
+                    *sum += self.nodes[at[r] as usize].threshold;
+                }
             }
-        };
-        let mut sum = self.base_score;
-        for &root in &self.roots {
-            let mut node = &self.nodes[root as usize];
-            while node.feature != LEAF {
-                let v = row[node.feature as usize];
-                let next = if is_missing(v) {
-                    node.missing
-                } else if v < node.threshold {
-                    node.left
-                } else {
-                    node.right
-                };
-                node = &self.nodes[next as usize];
-            }
-            sum += node.threshold;
+            out.extend_from_slice(&sums[..group.len()]);
         }
-        sum
+        out
+    }
+
+    fn next(&self, node: &Node, v: f64) -> u32 {
+        let missing = if self.missing.is_nan() {
+            v.is_nan()
+        } else {
+            v == self.missing
+        };
+        if missing {
+            node.missing
+        } else if v < node.threshold {
+            node.left
+        } else {
+            node.right
+        }
     }
 }

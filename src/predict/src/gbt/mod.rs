@@ -250,22 +250,26 @@ impl GbtModel {
         scales: &[Scale],
         origins: &[(usize, usize)],
     ) -> Vec<f64> {
-        let mut row = Vec::with_capacity(features::count(self.others));
-        let mut built_for = None;
-        origins
-            .iter()
-            .map(|&(t, h)| {
-                if built_for == Some(t) {
+        let mut rows: Vec<Vec<f64>> = Vec::with_capacity(origins.len());
+        for (i, &(t, h)) in origins.iter().enumerate() {
+            // A row for the same origin differs only in its horizon columns.
+            let same_origin = i > 0 && origins[i - 1].0 == t;
+            let row = match rows.last() {
+                Some(previous) if same_origin => {
+                    let mut row = previous.clone();
                     let a = features::anchor(&vm.target, t);
                     features::set_horizon(vm, scales, t, h, a, &mut row);
-                } else {
-                    row.clear();
-                    features::row(vm, scales, t, h, &mut row);
-                    built_for = Some(t);
+                    row
                 }
-                self.compact.predict(&row)
-            })
-            .collect()
+                _ => {
+                    let mut row = Vec::with_capacity(features::count(self.others));
+                    features::row(vm, scales, t, h, &mut row);
+                    row
+                }
+            };
+            rows.push(row);
+        }
+        self.compact.predict_rows(&rows)
     }
 
     pub fn horizons(&self) -> &[usize] {
