@@ -25,16 +25,33 @@ const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// The longest a whole incoming move may take, however steadily its bytes trickle in.
 const TRANSFER_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
-/// A connection whose every read and write fails once `until` has passed.
+/// How long a target may take, once the source's guest is paused, to confirm it has
+/// everything: the guest stays paused meanwhile.
+const PAUSED_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A connection whose every read and write fails once `until` has passed. The deadline is
+/// shared so that it can be moved while the stream is in use (when the guest pauses).
 #[derive(Debug)]
 struct Deadline {
     conn: TcpStream,
-    until: Instant,
+    until: Arc<std::sync::Mutex<Instant>>,
 }
 
 impl Deadline {
+    fn new(conn: TcpStream, until: Instant) -> Self {
+        Self {
+            conn,
+            until: Arc::new(std::sync::Mutex::new(until)),
+        }
+    }
+
+    fn set(&self, until: Instant) {
+        *self.until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
+
     fn left(&self) -> std::io::Result<Duration> {
-        let left = self.until.saturating_duration_since(Instant::now());
+        let until = *self.until.lock().unwrap_or_else(|p| p.into_inner());
+        let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -129,10 +146,7 @@ fn receive(host: &Host, node: &Node, conn: TcpStream) {
     let peer = conn.peer_addr().ok();
     let started = Instant::now();
     let _ = conn.set_nodelay(true);
-    let conn = Deadline {
-        conn,
-        until: started + HANDSHAKE_DEADLINE,
-    };
+    let conn = Deadline::new(conn, started + HANDSHAKE_DEADLINE);
     let (mut stream, purpose_bytes) = match SealedStream::accept(conn, node.key()) {
         Ok(accepted) => accepted,
         Err(error) => {
@@ -141,7 +155,7 @@ fn receive(host: &Host, node: &Node, conn: TcpStream) {
             return;
         }
     };
-    stream.get_mut().until = started + TRANSFER_DEADLINE;
+    stream.get_ref().set(started + TRANSFER_DEADLINE);
     let text = String::from_utf8_lossy(&purpose_bytes).into_owned();
     let lease: Option<LeaseId> = text
         .strip_prefix("microvm lease ")
@@ -204,14 +218,20 @@ pub fn send(
         Ok(conn) => conn,
         Err(e) => return failed(format!("cannot reach {to}: {e}")),
     };
-    let _ = conn.set_read_timeout(Some(STREAM_TIMEOUT));
-    let _ = conn.set_write_timeout(Some(STREAM_TIMEOUT));
     let _ = conn.set_nodelay(true);
+    let conn = Deadline::new(conn, Instant::now() + TRANSFER_DEADLINE);
+    let deadline = conn.until.clone();
     let mut stream = match SealedStream::connect(conn, key, purpose(lease).as_bytes()) {
         Ok(stream) => stream,
         Err(e) => return failed(format!("stream to {to} refused: {e}")),
     };
-    match host.migrate_vm_out(name, &mut stream, params) {
+    let params = MigrationParams {
+        on_pause: Some(Arc::new(move || {
+            *deadline.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now() + PAUSED_DEADLINE;
+        })),
+        ..params.clone()
+    };
+    match host.migrate_vm_out(name, &mut stream, &params) {
         Ok(report) => MoveOutcome {
             ok: true,
             error: None,

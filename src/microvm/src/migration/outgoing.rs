@@ -8,8 +8,12 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+/// Called once the guest is paused. The stream is the caller's, and so are its timeouts: this
+/// is where a caller shortens them, since from here on a slow target keeps the guest paused.
+pub type OnPause = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 /// How a migration decides when to stop copying.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MigrationParams {
     /// Stop and copy once the pages left would go in this long at the rate measured so far.
     pub downtime_goal: Duration,
@@ -17,6 +21,18 @@ pub struct MigrationParams {
     pub max_rounds: u32,
     /// Longest wait for every vCPU to park.
     pub pause_timeout: Duration,
+    pub on_pause: Option<OnPause>,
+}
+
+impl std::fmt::Debug for MigrationParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrationParams")
+            .field("downtime_goal", &self.downtime_goal)
+            .field("max_rounds", &self.max_rounds)
+            .field("pause_timeout", &self.pause_timeout)
+            .field("on_pause", &self.on_pause.is_some())
+            .finish()
+    }
 }
 
 impl Default for MigrationParams {
@@ -25,6 +41,7 @@ impl Default for MigrationParams {
             downtime_goal: Duration::from_millis(30),
             max_rounds: 30,
             pause_timeout: Duration::from_secs(2),
+            on_pause: None,
         }
     }
 }
@@ -304,6 +321,9 @@ impl MicroVm {
             .pause(params.pause_timeout, |cpu| self.kick(cpu))
             .map_err(MigrationError::Pause)?;
         let pause = pause_started.elapsed();
+        if let Some(on_pause) = &params.on_pause {
+            on_pause();
+        }
         let progress_at_pause = self.progress();
         let vm_time = self.clock.now();
         let hand_over = self.stop_and_copy(stream, &mut bitmap, &snapshots, vm_time, &mut buf);
