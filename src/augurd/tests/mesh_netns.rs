@@ -167,6 +167,19 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
+fn start_vm(d: &Daemon, spec: &str) {
+    match call(
+        d,
+        Request::VmStart {
+            spec: spec.into(),
+            origin: None,
+        },
+    ) {
+        Ok(Reply::VmStarted { .. }) => {}
+        other => panic!("the microVM did not start: {other:?}"),
+    }
+}
+
 fn peers(d: &Daemon) -> augur_admin::PeersReply {
     match call(d, Request::Peers) {
         Ok(Reply::Peers(p)) => p,
@@ -269,16 +282,7 @@ fn hosts_in_namespaces_negotiate_and_move_a_microvm() {
     );
 
     let spec = "name = \"web\"\nmemory_mib = 32\nvcpus = 1\n[[phase]]\nkind = \"compute\"\nseconds = 600\nload = 0.3\n";
-    match call(
-        &a,
-        Request::VmStart {
-            spec: spec.into(),
-            origin: None,
-        },
-    ) {
-        Ok(Reply::VmStarted { .. }) => {}
-        other => panic!("the microVM did not start: {other:?}"),
-    }
+    start_vm(&a, spec);
     let progress = |d: &Daemon| match call(d, Request::Vms) {
         Ok(Reply::Vms { vms }) => vms.iter().find(|v| v.name == "web").map(|v| v.progress),
         _ => None,
@@ -410,16 +414,7 @@ fn a_source_that_dies_after_its_reservation_leaves_nothing_behind() {
     });
     // A guest whose memory is mostly written, so the transfer takes long enough to die in.
     let spec = "name = \"big\"\nmemory_mib = 256\n[[phase]]\nkind = \"memory\"\nseconds = 600\nworking_set_mib = 240\ntouch_mib_per_s = 400\n";
-    match call(
-        &a,
-        Request::VmStart {
-            spec: spec.into(),
-            origin: None,
-        },
-    ) {
-        Ok(Reply::VmStarted { .. }) => {}
-        other => panic!("the microVM did not start: {other:?}"),
-    }
+    start_vm(&a, spec);
     std::thread::sleep(Duration::from_secs(2));
     assert!(matches!(
         call(&a, Request::Drain { host: None }),

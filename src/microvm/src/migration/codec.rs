@@ -74,6 +74,23 @@ pub fn read_record(input: &mut impl Read, payload: &mut Vec<u8>) -> Result<Kind,
     Ok(kind)
 }
 
+/// Reads the next record, which must be `want`; an Abort instead gives the peer's reason.
+pub fn expect(input: &mut impl Read, want: Kind) -> Result<(), MigrationError> {
+    let mut payload = Vec::new();
+    match read_record(input, &mut payload)? {
+        kind if kind == want => Ok(()),
+        Kind::Abort => Err(aborted(&payload)),
+        other => Err(MigrationError::Malformed(format!(
+            "expected {want:?} from the peer, got {other:?}"
+        ))),
+    }
+}
+
+/// The error an Abort record's payload stands for.
+pub fn aborted(payload: &[u8]) -> MigrationError {
+    MigrationError::PeerAborted(String::from_utf8_lossy(payload).into_owned())
+}
+
 /// Appends little-endian fields.
 #[derive(Debug, Default)]
 pub struct Encoder(pub Vec<u8>);

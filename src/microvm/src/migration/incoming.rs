@@ -145,11 +145,7 @@ fn receive<S: Read>(stream: &mut S, parts: &Parts) -> Result<Arrivals, Migration
                 }
                 return Ok(arrivals);
             }
-            Kind::Abort => {
-                return Err(MigrationError::PeerAborted(
-                    String::from_utf8_lossy(&payload).into_owned(),
-                ))
-            }
+            Kind::Abort => return Err(codec::aborted(&payload)),
             other => {
                 return Err(MigrationError::Malformed(format!(
                     "unexpected {other:?} record during the transfer"
@@ -216,19 +212,7 @@ fn accept_inner<S: Read + Write>(
     codec::write_record(stream, Kind::Ready, &[])
         .and_then(|_| stream.flush())
         .map_err(MigrationError::Io)?;
-    match codec::read_record(stream, &mut payload)? {
-        Kind::Go => {}
-        Kind::Abort => {
-            return Err(MigrationError::PeerAborted(
-                String::from_utf8_lossy(&payload).into_owned(),
-            ))
-        }
-        other => {
-            return Err(MigrationError::Malformed(format!(
-                "expected Go, got {other:?}"
-            )))
-        }
-    }
+    codec::expect(stream, Kind::Go)?;
     // The guest's clock continues from where it paused: the downtime is not guest time.
     let clock = GuestClock::resumed(arrivals.vm_time);
     let plans = phase_plan::plan(&spec, fp_used).into();

@@ -182,29 +182,12 @@ fn send_pages(
     Ok(sent)
 }
 
-fn expect(input: &mut impl Read, want: Kind) -> Result<(), MigrationError> {
-    let mut payload = Vec::new();
-    match codec::read_record(input, &mut payload)? {
-        kind if kind == want => Ok(()),
-        Kind::Abort => Err(MigrationError::PeerAborted(
-            String::from_utf8_lossy(&payload).into_owned(),
-        )),
-        other => Err(MigrationError::Malformed(format!(
-            "expected {want:?} from the target, got {other:?}"
-        ))),
-    }
-}
-
 /// The reason in an Abort record the peer left in the stream, if there is one.
 fn peer_reason(input: &mut impl Read) -> Option<MigrationError> {
     let mut payload = Vec::new();
     for _ in 0..PAGES_PER_RECORD {
         match codec::read_record(input, &mut payload).ok()? {
-            Kind::Abort => {
-                return Some(MigrationError::PeerAborted(
-                    String::from_utf8_lossy(&payload).into_owned(),
-                ))
-            }
+            Kind::Abort => return Some(codec::aborted(&payload)),
             _ => continue,
         }
     }
@@ -348,7 +331,7 @@ impl MicroVm {
             return Err(error);
         }
         bytes += 5;
-        match expect(stream, Kind::Started) {
+        match codec::expect(stream, Kind::Started) {
             Ok(()) => {}
             // The target says, authenticated, that it started nothing: the guest can run on here.
             Err(MigrationError::PeerAborted(why)) => {
@@ -402,7 +385,7 @@ impl MicroVm {
         *bytes +=
             codec::write_record(stream, Kind::Done, &[&done.0]).map_err(MigrationError::Io)?;
         stream.flush().map_err(MigrationError::Io)?;
-        expect(stream, Kind::Ready)?;
+        codec::expect(stream, Kind::Ready)?;
         Ok(sent)
     }
 }
