@@ -8,10 +8,11 @@
 use crate::host::Host;
 use augur_mesh::{LeaseId, MeshKey, Node, SealedStream};
 use augur_microvm::{MigrationError, MigrationParams};
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -34,23 +35,23 @@ const PAUSED_DEADLINE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 struct Deadline {
     conn: TcpStream,
-    until: Arc<std::sync::Mutex<Instant>>,
+    until: Arc<Mutex<Instant>>,
 }
 
 impl Deadline {
     fn new(conn: TcpStream, until: Instant) -> Self {
         Self {
             conn,
-            until: Arc::new(std::sync::Mutex::new(until)),
+            until: Arc::new(Mutex::new(until)),
         }
     }
 
     fn set(&self, until: Instant) {
-        *self.until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+        *lock(&self.until) = until;
     }
 
     fn left(&self) -> std::io::Result<Duration> {
-        let until = *self.until.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *lock(&self.until);
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(std::io::Error::new(
@@ -102,6 +103,7 @@ pub fn listen(host: &Arc<Host>, node: &Arc<Node>, addr: SocketAddr) -> std::io::
     listener.set_nonblocking(true)?;
     let (host, node) = (Arc::downgrade(host), node.clone());
     let busy = Arc::new(AtomicUsize::new(0));
+    let claimed: Arc<Mutex<HashSet<LeaseId>>> = Arc::default();
     std::thread::Builder::new()
         .name("microvm-in".into())
         .spawn(move || loop {
@@ -127,11 +129,11 @@ pub fn listen(host: &Arc<Host>, node: &Arc<Node>, addr: SocketAddr) -> std::io::
                 warn!(peer = ?conn.peer_addr().ok(), "incoming microVM refused: {MAX_INCOMING} moves already arriving");
                 continue;
             }
-            let (node, done) = (node.clone(), busy.clone());
+            let (node, done, claimed) = (node.clone(), busy.clone(), claimed.clone());
             let spawned = std::thread::Builder::new()
                 .name("microvm-recv".into())
                 .spawn(move || {
-                    receive(&host, &node, conn);
+                    receive(&host, &node, &claimed, conn);
                     done.fetch_sub(1, Ordering::AcqRel);
                 });
             if spawned.is_err() {
@@ -142,7 +144,14 @@ pub fn listen(host: &Arc<Host>, node: &Arc<Node>, addr: SocketAddr) -> std::io::
     Ok(bound)
 }
 
-fn receive(host: &Host, node: &Node, conn: TcpStream) {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Leases with a stream arriving under them: one stream per lease.
+type Claimed = Mutex<HashSet<LeaseId>>;
+
+fn receive(host: &Host, node: &Node, claimed: &Claimed, conn: TcpStream) {
     let peer = conn.peer_addr().ok();
     let started = Instant::now();
     let _ = conn.set_nodelay(true);
@@ -162,7 +171,7 @@ fn receive(host: &Host, node: &Node, conn: TcpStream) {
         .and_then(|l| l.parse().ok());
     let admit = |h: &augur_microvm::migration::IncomingHeader| {
         let lease = lease.ok_or_else(|| format!("{text:?} names no lease"))?;
-        let ledger = node.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let ledger = lock(&node.ledger);
         let now = Instant::now();
         let held = ledger
             .reservations(now)
@@ -178,10 +187,18 @@ fn receive(host: &Host, node: &Node, conn: TcpStream) {
                 "reservation {lease} holds {} MiB, the VM has {} MiB",
                 r.offer.memory_mib, h.spec.memory_mib
             )),
+            Some(_) if !lock(claimed).insert(lease) => Err(format!(
+                "a stream already arrives under reservation {lease}"
+            )),
             Some(_) => Ok(()),
         }
     };
-    match host.receive_vm(&mut stream, admit) {
+    let result = host.receive_vm(&mut stream, admit);
+    // A failed stream frees its lease for a retry; a committed one is gone from the ledger.
+    if let Some(lease) = lease {
+        lock(claimed).remove(&lease);
+    }
+    match result {
         Ok(id) => {
             info!(
                 ?peer,
@@ -227,7 +244,7 @@ pub fn send(
     };
     let params = MigrationParams {
         on_pause: Some(Arc::new(move || {
-            *deadline.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now() + PAUSED_DEADLINE;
+            *lock(&deadline) = Instant::now() + PAUSED_DEADLINE;
         })),
         ..params.clone()
     };
