@@ -9,6 +9,7 @@
 //! tick's timestamp, and the profiler drains the ring and closes one window per VM.
 
 use crate::config::{Config, Driver};
+use crate::lock;
 use crate::switch::HostSwitch;
 use augur_admin::{AdminError, Capabilities, ErrorCode};
 use augur_microvm::{MicroVm, VmOptions, VmSpec, VmState};
@@ -25,7 +26,7 @@ use kvm_ioctls::Kvm;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
@@ -89,10 +90,6 @@ pub struct Host {
     orchestrator: Option<Arc<crate::orchestrator::Orchestrator>>,
     /// Effective migration bandwidth measured on past moves (bytes/s), averaged.
     measured_link: Mutex<Option<f64>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub fn now_ns() -> u64 {

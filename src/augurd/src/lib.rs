@@ -16,3 +16,11 @@ pub mod recorder;
 pub mod server;
 mod summary;
 mod switch;
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks `m`, taking over a lock whose holder panicked: every state augurd guards stays
+/// consistent between statements, so a panic elsewhere must not stop the daemon.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -6,13 +6,14 @@
 //! negotiated, and a host without the mesh key is dropped in the handshake.
 
 use crate::host::Host;
+use crate::lock;
 use augur_mesh::{LeaseId, MeshKey, Node, SealedStream};
 use augur_microvm::{MigrationError, MigrationParams};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -142,10 +143,6 @@ pub fn listen(host: &Arc<Host>, node: &Arc<Node>, addr: SocketAddr) -> std::io::
             }
         })?;
     Ok(bound)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Leases with a stream arriving under them: one stream per lease.

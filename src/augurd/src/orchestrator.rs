@@ -13,6 +13,7 @@
 
 use crate::config::MeshConfig;
 use crate::host::Host;
+use crate::lock;
 use crate::microvm_moves::MoveOutcome;
 use augur_admin::{DecisionReply, MigrationRecordReply, PeerReply, PeersReply};
 use augur_libvirt::MigrationRequest;
@@ -21,7 +22,7 @@ use augur_plan::{plan, Cluster, Host as PlanHost, MoveRecord, Resources, Rules, 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
@@ -40,10 +41,6 @@ const LEASE_MARGIN: f64 = 3.0;
 const LEASE_SLACK_S: f64 = 10.0;
 /// Without a trained model, a VM's upper bound is its current demand with this margin.
 const FALLBACK_MARGIN: f64 = 1.25;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn now_s() -> i64 {
     (crate::host::now_ns() / 1_000_000_000) as i64

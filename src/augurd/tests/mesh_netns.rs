@@ -187,6 +187,18 @@ fn peers(d: &Daemon) -> augur_admin::PeersReply {
     }
 }
 
+/// `hosts` namespaces for `test`, tagged by `prefix` and this process; `None` after printing
+/// why the test is skipped (it needs root, KVM and `ip`).
+fn namespaces(test: &str, prefix: &str, hosts: usize) -> Option<Net> {
+    if !can_run(test) {
+        return None;
+    }
+    let tag = format!("{prefix}{}", std::process::id() % 10_000);
+    Net::create(&tag, hosts)
+        .map_err(|e| println!("SKIPPED {test}: cannot make network namespaces: {e}"))
+        .ok()
+}
+
 /// Root for namespaces, KVM for microVMs; prints why not.
 fn can_run(test: &str) -> bool {
     let is_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
@@ -206,16 +218,8 @@ fn can_run(test: &str) -> bool {
 
 #[test]
 fn hosts_in_namespaces_negotiate_and_move_a_microvm() {
-    if !can_run(TEST) {
+    let Some(net) = namespaces(TEST, "au", 3) else {
         return;
-    }
-    let tag = format!("au{}", std::process::id() % 10_000);
-    let net = match Net::create(&tag, 3) {
-        Ok(n) => n,
-        Err(e) => {
-            println!("SKIPPED {TEST}: cannot make network namespaces: {e}");
-            return;
-        }
     };
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("mesh.key");
@@ -371,16 +375,8 @@ const TEST_DIES: &str = "a_source_that_dies_after_its_reservation_leaves_nothing
 /// way: host-b starts nothing, and the room it held is free again when the lease runs out.
 #[test]
 fn a_source_that_dies_after_its_reservation_leaves_nothing_behind() {
-    if !can_run(TEST_DIES) {
+    let Some(net) = namespaces(TEST_DIES, "ad", 2) else {
         return;
-    }
-    let tag = format!("ad{}", std::process::id() % 10_000);
-    let net = match Net::create(&tag, 2) {
-        Ok(n) => n,
-        Err(e) => {
-            println!("SKIPPED {TEST_DIES}: cannot make network namespaces: {e}");
-            return;
-        }
     };
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("mesh.key");

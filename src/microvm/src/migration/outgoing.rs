@@ -2,6 +2,7 @@
 
 use super::codec::{self, Encoder, Kind, PAGES_PER_RECORD};
 use super::{MigrationError, VERSION};
+use crate::dirty::pages_and_runs;
 use crate::layout::{self, PAGE};
 use crate::vm::{MicroVm, VmState};
 use std::io::{Read, Write};
@@ -87,10 +88,6 @@ fn host_written_pages(vcpus: u32) -> impl Iterator<Item = u64> {
     let mailbox = layout::MAILBOX / PAGE;
     let io = layout::IO_BASE / PAGE..(layout::io_area(vcpus)) / PAGE;
     std::iter::once(mailbox).chain(io)
-}
-
-fn count_pages(bitmap: &[u64]) -> u64 {
-    bitmap.iter().map(|w| u64::from(w.count_ones())).sum()
 }
 
 /// What one pass over a bitmap put on the stream.
@@ -288,7 +285,7 @@ impl MicroVm {
             });
             bitmap = self.dirty.take_migration()?;
             let rate = bytes as f64 / sending.as_secs_f64().max(1e-6);
-            let left = count_pages(&bitmap) as f64 * PAGE as f64 / rate;
+            let left = pages_and_runs(&bitmap).0 as f64 * PAGE as f64 / rate;
             if left <= params.downtime_goal.as_secs_f64() {
                 break true;
             }
