@@ -1,5 +1,5 @@
 //! What sensing costs augurd: CPU time of one sampling pass per VM, with three microVMs running
-//! the demo's scripts, every source on (run loop, KVM stats, dirty ring or log, perf, kvm
+//! the example specs' scripts, every source on (run loop, KVM stats, dirty ring or log, perf, kvm
 //! tracepoints, /proc). Reported as a share of one core per VM at a 1 s interval, against the
 //! goal of 0.05%.
 
@@ -7,13 +7,19 @@ use augur_benches::ring_dir;
 use augur_microvm::VmSpec;
 use augur_wire::ring::RingWriter;
 use augurd::config::Config;
-use augurd::demo::DEMO_SPECS;
 use augurd::host::{now_ns, Host};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::sync::Mutex;
 use std::time::Duration;
 
 const GOAL_PERCENT: f64 = 0.05;
+
+/// The example specs: an idle VM, a batch job and a growing working set.
+const SPECS: [&str; 3] = [
+    include_str!("../examples/specs/idle.toml"),
+    include_str!("../examples/specs/batch.toml"),
+    include_str!("../examples/specs/grower.toml"),
+];
 
 static PER_VM_NS: Mutex<Vec<f64>> = Mutex::new(Vec::new());
 
@@ -28,7 +34,7 @@ fn bench(c: &mut Criterion) {
         ..Config::default()
     };
     let host = Host::new(config).unwrap();
-    for (_, text) in DEMO_SPECS {
+    for text in SPECS {
         host.start_vm(VmSpec::from_toml(text).unwrap()).unwrap();
     }
     let mut writer = RingWriter::create(&dir.path().join("bench.ring"), 8192, 2048).unwrap();

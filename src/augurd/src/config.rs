@@ -68,6 +68,10 @@
 //! train_days = 14              # history each training reads
 //! retrain_s = 3600             # how often to retrain (a model also trains at start if none is on disk)
 //! level = 0.95                 # coverage target of the upper bound
+//! # Training targets are clipped to this many one-step changes from the recent median: small
+//! # suits spiky load, where a jump is rarely foretold; raise it for workloads whose large level
+//! # changes recur after a precursor (a disk-read burst before every compute phase).
+//! clip_sigma = 2.0
 //! # Behavioural series given to every model beside the four resources (any stored series name).
 //! features = ["dirty_mib_per_s", "exits_per_s", "disk_ops_per_s"]
 //!
@@ -204,6 +208,7 @@ pub struct ForecastConfig {
     pub train_days: u64,
     pub retrain_s: u64,
     pub level: f64,
+    pub clip_sigma: f64,
     pub features: Vec<String>,
 }
 
@@ -216,6 +221,7 @@ impl Default for ForecastConfig {
             train_days: 14,
             retrain_s: 3600,
             level: 0.95,
+            clip_sigma: augur_predict::gbt::CLIP,
             features: ["dirty_mib_per_s", "exits_per_s", "disk_ops_per_s"]
                 .map(String::from)
                 .to_vec(),
@@ -590,6 +596,12 @@ impl Config {
                 format!("{} is outside [0.5, 1)", f.level),
             ));
         }
+        if !(f.clip_sigma > 0.0 && f.clip_sigma <= 100.0) {
+            return Err(invalid(
+                "forecast.clip_sigma",
+                format!("{} is outside (0, 100]", f.clip_sigma),
+            ));
+        }
         if f.features.len() > 64 || f.features.iter().any(|n| n.is_empty() || n.len() > 128) {
             return Err(invalid(
                 "forecast.features",
@@ -624,6 +636,8 @@ mod tests {
         assert!(err("driver = \"xen\"").contains("xen"));
         assert!(err("[microvm]\nspeed = 1").contains("speed"));
         assert!(err("[forecast]\nhorizons_s = [450]").contains("forecast.horizons_s"));
+        assert!(err("[forecast]\nclip_sigma = 0.0").contains("forecast.clip_sigma"));
+        assert!(err("[forecast]\nclip_sigma = nan").contains("forecast.clip_sigma"));
         assert!(err("[forecast]\nlevel = 1.5").contains("forecast.level"));
         assert!(err("admin_group = \"a b\"").contains("admin_group"));
         assert!(err("metrics_listen = \"localhost\"").contains("metrics_listen"));

@@ -110,6 +110,12 @@ fn resolve(vms: &BTreeMap<VmId, ManagedVm>, key: &str) -> Option<VmId> {
         .map(|(id, _)| *id)
 }
 
+/// The orchestrator plans on the shortest forecast horizon.
+fn planning_horizon_s(config: &Config) -> u32 {
+    let shortest = config.forecast.horizons_s.iter().min().copied();
+    shortest.map_or(300, |h| u32::try_from(h).unwrap_or(u32::MAX))
+}
+
 fn unknown_vm(key: &str) -> AdminError {
     AdminError::new(
         ErrorCode::UnknownVm,
@@ -150,7 +156,7 @@ impl Host {
         };
         let orchestrator = if config.mesh.enabled {
             Some(Arc::new(
-                crate::orchestrator::Orchestrator::new(&config.mesh)
+                crate::orchestrator::Orchestrator::new(&config.mesh, planning_horizon_s(&config))
                     .map_err(|e| anyhow::anyhow!("[mesh]: {e}"))?,
             ))
         } else {
@@ -765,10 +771,18 @@ impl Host {
                 continue;
             }
             next = Instant::now() + every;
-            let now_s = (now_ns() / 1_000_000_000) as i64;
-            let histories = self.histories(now_s);
-            forecaster.train(&histories, now_s);
+            self.train_now();
         }
+    }
+
+    /// Trains the forecast models on the stored history now; returns how many trained.
+    pub fn train_now(&self) -> usize {
+        let Some(forecaster) = &self.forecaster else {
+            return 0;
+        };
+        let now_s = (now_ns() / 1_000_000_000) as i64;
+        let histories = self.histories(now_s);
+        forecaster.train(&histories, now_s)
     }
 
     /// Every stored VM's history for the forecasters.
@@ -786,7 +800,7 @@ impl Host {
                     store,
                     id,
                     now_s,
-                    config.train_days,
+                    config.train_days as i64 * 86_400,
                     config.step_s as i64,
                     &features,
                 )
@@ -828,12 +842,13 @@ impl Host {
                 .as_ref()
                 .ok_or_else(|| AdminError::new(ErrorCode::Unavailable, "the store is closed"))?;
             let id = crate::server::store::resolve(store, key).ok_or_else(|| unknown_vm(key))?;
-            // The longest feature window is a day; two cover it with room.
+            // Two of the longest feature window (a season of steps) cover every feature.
+            let lookback_s = 2 * augur_predict::SEASON as i64 * config.step_s as i64;
             crate::forecast::history::read(
                 store,
                 id,
                 now_s,
-                config.train_days.min(2),
+                lookback_s.min(config.train_days as i64 * 86_400),
                 config.step_s as i64,
                 &features,
             )

@@ -30,17 +30,15 @@ struct Cli {
 enum Command {
     /// Run the daemon (the default).
     Run,
-    /// Start a host with three microVMs and show what Augur senses, live.
+    /// Three hosts on this machine: watch a VM's cycles, learn them, then move it before its
+    /// host saturates.
     Demo {
-        /// How long to run; 0 runs until Ctrl-C.
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
-        /// Sampling interval in milliseconds.
-        #[arg(long, default_value_t = 1000)]
-        interval_ms: u64,
-        /// Admin socket path (default: inside the demo's temporary directory).
-        #[arg(long)]
-        socket: Option<PathBuf>,
+        /// Cycles of the watched VM observed with automatic moves paused, then learnt.
+        #[arg(long, default_value_t = 5)]
+        learn_cycles: u32,
+        /// Cycles observed with automatic moves on.
+        #[arg(long, default_value_t = 3)]
+        act_cycles: u32,
     },
 }
 
@@ -76,18 +74,13 @@ fn main() {
                 augurd::daemon::run(config)
             }
             Command::Demo {
-                seconds,
-                interval_ms,
-                socket,
+                learn_cycles,
+                act_cycles,
             } => {
                 init_logging("warn");
-                if !(100..=60_000).contains(&interval_ms) {
-                    anyhow::bail!("--interval-ms must be within 100..=60000");
-                }
                 augurd::demo::run(augurd::demo::DemoOptions {
-                    seconds,
-                    interval_ms,
-                    socket,
+                    learn_cycles,
+                    act_cycles,
                 })
                 .context("demo failed")
                 .map(|_| ())

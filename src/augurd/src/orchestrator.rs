@@ -31,8 +31,6 @@ const MIB: f64 = 1024.0 * 1024.0;
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 const KEEP_RECORDS: usize = 512;
 const DRAIN_EVERY: Duration = Duration::from_secs(2);
-/// The planning horizon: the first forecast horizon.
-const HORIZON_S: u32 = 300;
 /// A peer address no one names any more is dropped after this long without an answer.
 const FORGET_AFTER: Duration = Duration::from_secs(300);
 /// A lease covers the predicted migration this many times over, plus `LEASE_SLACK_S`; `lease_s`
@@ -68,11 +66,15 @@ impl PeerState {
 pub struct Orchestrator {
     pub node: Arc<Node>,
     config: MeshConfig,
+    /// The planning horizon, in seconds.
+    horizon_s: u32,
     seeds: Vec<SocketAddr>,
     peers: Mutex<BTreeMap<SocketAddr, PeerState>>,
     paused: AtomicBool,
     draining: AtomicBool,
     decisions: Mutex<VecDeque<DecisionReply>>,
+    /// Decisions recorded since start, so a reader can tell new ones from old.
+    decisions_total: AtomicU64,
     migrations: Mutex<VecDeque<MigrationRecordReply>>,
     history: Mutex<Vec<MoveRecord>>,
     wake: Notify,
@@ -106,7 +108,8 @@ fn mem_total_mib() -> f64 {
 
 impl Orchestrator {
     /// The mesh member described by `config` (not yet listening).
-    pub fn new(config: &MeshConfig) -> anyhow::Result<Self> {
+    /// `horizon_s` is the planning horizon: the first forecast horizon.
+    pub fn new(config: &MeshConfig, horizon_s: u32) -> anyhow::Result<Self> {
         let key = MeshKey::load(&config.key_file)?;
         let capacity = Demand {
             cpu: if config.capacity_cpu > 0.0 {
@@ -146,11 +149,13 @@ impl Orchestrator {
         Ok(Self {
             node,
             config: config.clone(),
+            horizon_s,
             seeds,
             peers: Mutex::new(BTreeMap::new()),
             paused: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             decisions: Mutex::new(VecDeque::new()),
+            decisions_total: AtomicU64::new(0),
             migrations: Mutex::new(VecDeque::new()),
             history: Mutex::new(Vec::new()),
             wake: Notify::new(),
@@ -224,6 +229,16 @@ impl Orchestrator {
 
     pub fn migrations(&self) -> Vec<MigrationRecordReply> {
         lock(&self.migrations).iter().cloned().collect()
+    }
+
+    /// The decisions recorded after the first `seen` (of all since start) that are still kept,
+    /// and how many have been recorded since start.
+    pub fn decisions_after(&self, seen: u64) -> (Vec<DecisionReply>, u64) {
+        let d = lock(&self.decisions);
+        let total = self.decisions_total.load(Ordering::Acquire);
+        let new = usize::try_from(total.saturating_sub(seen)).unwrap_or(usize::MAX);
+        let kept = d.iter().skip(d.len().saturating_sub(new)).cloned().collect();
+        (kept, total)
     }
 
     /// The decisions that named `vm`, oldest first.
@@ -300,6 +315,7 @@ impl Orchestrator {
         );
         let mut d = lock(&self.decisions);
         d.push_back(decision);
+        self.decisions_total.fetch_add(1, Ordering::AcqRel);
         while d.len() > KEEP_RECORDS {
             d.pop_front();
         }
@@ -339,7 +355,7 @@ impl Orchestrator {
         // What this host says of itself to peers: its VMs' forecast.
         {
             let own = vec![HorizonDemand {
-                horizon_s: HORIZON_S,
+                horizon_s: self.horizon_s,
                 mean: to_demand(
                     &local
                         .host
@@ -359,7 +375,7 @@ impl Orchestrator {
             .map(|(a, p)| (*a, p.clone()))
             .collect();
         for (_, p) in &peers {
-            hosts.push(peer_host(p));
+            hosts.push(peer_host(p, self.horizon_s));
         }
         let cluster = Cluster {
             hosts,
@@ -443,7 +459,7 @@ impl Orchestrator {
             memory_mib: (vm.memory / MIB) as u64,
             vcpus: vm.current.cpu.ceil().max(1.0) as u32,
             forecast: vec![HorizonDemand {
-                horizon_s: HORIZON_S,
+                horizon_s: self.horizon_s,
                 mean: to_demand(&vm.forecast_mean),
                 upper: to_demand(&vm.forecast_upper),
             }],
@@ -700,9 +716,9 @@ fn from_demand(d: &Demand) -> Resources {
 }
 
 /// A peer as the planner sees it: its capacity holding one pinned load of everything it booked.
-fn peer_host(p: &PeerState) -> PlanHost {
+fn peer_host(p: &PeerState, horizon_s: u32) -> PlanHost {
     let booked = p.booked.first().copied().unwrap_or(HorizonDemand {
-        horizon_s: HORIZON_S,
+        horizon_s,
         mean: Demand::default(),
         upper: Demand::default(),
     });
@@ -763,7 +779,18 @@ fn plan_vm(host: &Arc<Host>, vm: LocalVm) -> (PlanVm, String) {
         net: w.net_rx_bytes_per_s.unwrap_or(0.0) + w.net_tx_bytes_per_s.unwrap_or(0.0),
     };
     let (mean, upper, source) = match forecast(host, &name, current) {
-        Some((mean, upper)) => (mean, upper, "augur-gbt forecast"),
+        // A VM uses at most all of its vCPUs, whatever a forecast's bound says.
+        Some((mean, upper)) => (
+            Resources {
+                cpu: mean.cpu.min(vcpus as f64),
+                ..mean
+            },
+            Resources {
+                cpu: upper.cpu.min(vcpus as f64),
+                ..upper
+            },
+            "augur-gbt forecast",
+        ),
         None => (
             current,
             Resources {
@@ -857,11 +884,8 @@ fn local_view(host: &Arc<Host>, id: &str, draining: bool) -> LocalView {
 fn forecast(host: &Arc<Host>, name: &str, current: Resources) -> Option<(Resources, Resources)> {
     let reply = host.predict(name).ok()?;
     let cpu = reply.resources.iter().find(|r| r.resource == "cpu")?;
-    let h = cpu
-        .horizons
-        .iter()
-        .find(|h| h.horizon_s == HORIZON_S as i64)
-        .or(cpu.horizons.first())?;
+    // The first horizon is the planning horizon.
+    let h = cpu.horizons.first()?;
     Some((
         Resources {
             cpu: h.mean.max(0.0),

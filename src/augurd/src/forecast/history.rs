@@ -106,19 +106,19 @@ fn filled(values: Vec<Option<f64>>) -> Vec<f64> {
         .collect()
 }
 
-/// Reads VM `vm`'s history over the last `days` before `now_s`, on a grid of `step_s`:
+/// Reads VM `vm`'s history over the `lookback_s` seconds before `now_s`, on a grid of `step_s`:
 /// the four resources and the behavioural series `features`. The grid starts at the first step
 /// with a CPU figure; `None` if the VM has none.
 pub fn read(
     store: &Store,
     vm: VmId,
     now_s: i64,
-    days: u64,
+    lookback_s: i64,
     step_s: i64,
     features: &[String],
 ) -> Option<VmHistory> {
     let meta = store.vms().find(|m| m.id == vm)?.clone();
-    let from_s = (now_s - days as i64 * 86_400).div_euclid(step_s) * step_s;
+    let from_s = (now_s - lookback_s).div_euclid(step_s) * step_s;
     let steps = usize::try_from((now_s - from_s) / step_s + 1).ok()?;
     let cpu = gridded(store, vm, Resource::Cpu.series()[0], from_s, steps, step_s)?;
     let first = cpu.iter().position(Option::is_some)?;
@@ -197,7 +197,7 @@ mod tests {
             value: Value::F64(50.0),
         });
         store.append(&samples).unwrap();
-        let h = read(&store, 3, base + 25, 1, 10, &["exits_per_s".into()]).unwrap();
+        let h = read(&store, 3, base + 25, 86_400, 10, &["exits_per_s".into()]).unwrap();
         assert_eq!(h.start_s, base);
         assert_eq!(h.len, 3);
         assert_eq!(h.columns["cpu"], vec![2.0, 2.0, 5.0]);
@@ -206,6 +206,6 @@ mod tests {
         assert!(!h.columns.contains_key("net"));
         assert_eq!(h.column("net"), vec![0.0; 3]);
         assert!(!h.columns.contains_key("exits_per_s"));
-        assert!(read(&store, 4, base + 25, 1, 10, &[]).is_none());
+        assert!(read(&store, 4, base + 25, 86_400, 10, &[]).is_none());
     }
 }

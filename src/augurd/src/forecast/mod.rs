@@ -104,6 +104,7 @@ impl Forecaster {
     pub fn train(&self, histories: &[VmHistory], now_s: i64) -> usize {
         let settings = Settings {
             level: self.config.level,
+            clip: self.config.clip_sigma,
             ..Settings::default()
         };
         let mut trained = 0;

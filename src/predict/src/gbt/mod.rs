@@ -3,8 +3,9 @@
 //!
 //! Each training row is a forecast origin `t` of one series at one horizon `h` (a feature, so one
 //! model serves every horizon it was trained for); the features are in [`features`]. The target
-//! is `(y[t+h] - a) / σ`, `a` being the median of the last 12 steps, clipped to ±[`CLIP`] so the
-//! squared loss learns a robust centre instead of chasing the spikes of VM traces.
+//! is `(y[t+h] - a) / σ`, `a` being the median of the last 12 steps, clipped to ±`clip`
+//! ([`Settings::clip`], by default [`CLIP`]) so the squared loss learns a robust centre instead of
+//! chasing the spikes of VM traces.
 //!
 //! The upper bound at horizon `h` is the forecast plus `q·s·σ`, where `s` is the recent spread
 //! ([`features::spread`]) and `q` the `level` quantile of that horizon's calibration residuals
@@ -21,7 +22,7 @@ pub use features::{Scale, VmSeries};
 use forust_ml::objective::ObjectiveType;
 use forust_ml::{GradientBooster, Matrix};
 
-/// Targets are clipped to this many σ.
+/// Targets are clipped to this many σ by default.
 pub const CLIP: f64 = 2.0;
 /// Training origins are taken every `STRIDE` steps, which keeps training in seconds.
 const STRIDE: usize = 3;
@@ -46,6 +47,10 @@ pub struct Settings {
     pub max_depth: usize,
     /// Coverage target of the upper bound, e.g. 0.95.
     pub level: f64,
+    /// Training targets are clipped to this many σ (one-step changes) from the anchor. Small
+    /// suits spiky traces, where a jump is rarely foretold; workloads whose large level changes
+    /// recur after a precursor need it wide enough to take the whole change in.
+    pub clip: f64,
 }
 
 impl Default for Settings {
@@ -55,6 +60,7 @@ impl Default for Settings {
             learning_rate: 0.1,
             max_depth: 6,
             level: 0.95,
+            clip: CLIP,
         }
     }
 }
@@ -132,6 +138,9 @@ impl GbtModel {
         if vms.len() != train_end.len() {
             return Err("one training end per series is needed".into());
         }
+        if !(settings.clip.is_finite() && settings.clip > 0.0) {
+            return Err(format!("target clip {} is not a positive number", settings.clip));
+        }
         if !(0.5..1.0).contains(&settings.level) {
             return Err(format!(
                 "upper-bound level {} is outside [0.5, 1)",
@@ -163,8 +172,10 @@ impl GbtModel {
             // Origins start a day in, where every feature window is full; on shorter histories,
             // a third of the way in.
             let first = crate::SEASON.min(fit_end / 3);
+            // Histories shorter than two seasons are too few origins to thin.
+            let stride = if end < 2 * crate::SEASON { 1 } else { STRIDE };
             for (i, t) in (first..fit_end.saturating_sub(max_h))
-                .step_by(STRIDE)
+                .step_by(stride)
                 .enumerate()
             {
                 for k in 0..HORIZONS_PER_ORIGIN.min(horizons.len()) {
@@ -196,7 +207,7 @@ impl GbtModel {
             .iter()
             .map(|o @ &(v, t, h)| {
                 let day_back = features::day_back(&vms[v], &scales[v], t, h);
-                scaled(o).clamp(day_back.min(-CLIP), day_back.max(CLIP))
+                scaled(o).clamp(day_back.min(-settings.clip), day_back.max(settings.clip))
             })
             .collect();
         let xm = Matrix::new(&x, fit.len(), cols);

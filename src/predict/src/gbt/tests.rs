@@ -146,3 +146,82 @@ fn row_by_row_and_matrix_forecasts_agree() {
         }
     }
 }
+
+/// A job whose every cycle reads its disk for 6 steps, then computes for 12, then idles for 8.
+fn precursor_cycles(cycles: usize, seed: u64) -> VmSeries {
+    let mut state = 0x2545_f491_4f6c_dd1du64 ^ seed;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let (mut cpu, mut disk) = (Vec::new(), Vec::new());
+    for _ in 0..cycles {
+        for step in 0..26 {
+            let (c, d) = match step {
+                0..8 => (0.01, 0.0),
+                8..14 => (0.01, 6e6),
+                _ => (0.5, 0.0),
+            };
+            cpu.push(c + 0.005 * noise());
+            disk.push(d * (1.0 + 0.02 * noise()));
+        }
+    }
+    VmSeries {
+        id: format!("job{seed}"),
+        start_s: 1_800_000_000,
+        step_s: 1,
+        target: cpu,
+        others: vec![disk],
+    }
+}
+
+/// What the model forecasts `h` = 4 steps ahead from each step of the last cycle, by step of
+/// the cycle, trained on the cycles before it with targets clipped to `clip` σ.
+fn forecasts_over_last_cycle(cycles: usize, clip: f64) -> Vec<(usize, f64)> {
+    let vms = vec![precursor_cycles(cycles + 1, 1)];
+    let ends = vec![cycles * 26];
+    let settings = Settings {
+        clip,
+        ..Settings::default()
+    };
+    let model = GbtModel::train(&vms, &ends, &[4, 8, 16], &settings).unwrap();
+    let vm = &vms[0];
+    let scales = features::scales_of(vm, ends[0]);
+    let origins: Vec<(usize, usize)> = (ends[0]..vm.target.len() - 4).map(|t| (t, 4)).collect();
+    let forecasts = model.forecast(vm, &scales, &origins, None).unwrap();
+    origins
+        .iter()
+        .zip(forecasts)
+        .map(|(&(t, _), f)| (t % 26, f.mean))
+        .collect()
+}
+
+#[test]
+fn a_wide_clip_learns_what_a_precursor_foretells() {
+    // From the third disk step on, the compute phase is 4 steps ahead.
+    let foretold = |f: &[(usize, f64)]| -> f64 {
+        let v: Vec<f64> = f
+            .iter()
+            .filter(|(s, _)| (10..14).contains(s))
+            .map(|x| x.1)
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let wide = forecasts_over_last_cycle(8, 16.0);
+    let narrow = forecasts_over_last_cycle(8, CLIP);
+    assert!(
+        foretold(&wide) > 0.35,
+        "wide clip: {:.2} during the precursor",
+        foretold(&wide)
+    );
+    // The default clip keeps the forecast near the recent level: a jump of 12σ is out of reach.
+    assert!(
+        foretold(&narrow) < 0.2,
+        "narrow clip: {:.2} during the precursor",
+        foretold(&narrow)
+    );
+    let quiet = wide.iter().filter(|(s, _)| (0..3).contains(s)).map(|x| x.1);
+    assert!(quiet.clone().all(|m| m < 0.25), "{:?}", quiet.collect::<Vec<_>>());
+}
