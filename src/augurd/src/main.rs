@@ -34,10 +34,10 @@ enum Command {
     /// host saturates.
     Demo {
         /// Cycles of the watched VM observed with automatic moves paused, then learnt.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 6)]
         learn_cycles: u32,
         /// Cycles observed with automatic moves on.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 2)]
         act_cycles: u32,
     },
 }

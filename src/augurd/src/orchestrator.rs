@@ -237,7 +237,11 @@ impl Orchestrator {
         let d = lock(&self.decisions);
         let total = self.decisions_total.load(Ordering::Acquire);
         let new = usize::try_from(total.saturating_sub(seen)).unwrap_or(usize::MAX);
-        let kept = d.iter().skip(d.len().saturating_sub(new)).cloned().collect();
+        let kept = d
+            .iter()
+            .skip(d.len().saturating_sub(new))
+            .cloned()
+            .collect();
         (kept, total)
     }
 

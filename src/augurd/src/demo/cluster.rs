@@ -58,7 +58,13 @@ fn write_key(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config(dir: &Path, plan: &HostPlan, key: &Path, seeds: &[SocketAddr], interval_ms: u64) -> Config {
+fn config(
+    dir: &Path,
+    plan: &HostPlan,
+    key: &Path,
+    seeds: &[SocketAddr],
+    interval_ms: u64,
+) -> Config {
     let data_dir = dir.join(plan.name);
     Config {
         driver: Driver::Microvm,
@@ -69,6 +75,7 @@ fn config(dir: &Path, plan: &HostPlan, key: &Path, seeds: &[SocketAddr], interva
             enabled: true,
             host_id: plan.name.into(),
             listen: "127.0.0.1:0".into(),
+            microvm_listen: "127.0.0.1:0".into(),
             peers: seeds.iter().map(ToString::to_string).collect(),
             key_file: key.to_path_buf(),
             capacity_cpu: plan.capacity_cpu,

@@ -47,7 +47,7 @@ pub const PLANS: [HostPlan; 3] = [
     },
     HostPlan {
         name: "host-c",
-        capacity_cpu: 1.5,
+        capacity_cpu: 2.0,
         vms: &[(
             "spare.toml",
             include_str!("../../../../examples/specs/demo/spare.toml"),
@@ -117,9 +117,7 @@ struct HostNow {
 }
 
 fn host_now(h: &cluster::DemoHost) -> HostNow {
-    let vms = h
-        .host
-        .each_vm(|vm| crate::summary::summarize(&h.host, vm));
+    let vms = h.host.each_vm(|vm| crate::summary::summarize(&h.host, vm));
     HostNow {
         demand: vms
             .iter()
@@ -146,6 +144,7 @@ struct Story<'a> {
     progress_at_move: Option<u64>,
     progress_now: Option<u64>,
     last: Instant,
+    next_print: Instant,
 }
 
 impl<'a> Story<'a> {
@@ -164,6 +163,7 @@ impl<'a> Story<'a> {
             progress_at_move: None,
             progress_now: None,
             last: Instant::now(),
+            next_print: Instant::now() + PRINT_EVERY,
         }
     }
 
@@ -244,7 +244,7 @@ impl<'a> Story<'a> {
                 // The decisions that start a move in full; the rest once per reason.
                 if d.action == "negotiating" {
                     self.last_note[i] = None;
-                    write!(out, "{}", indent(&render::explain("", &[d])))?;
+                    write!(out, "{}", indent(without_time(&render::explain("", &[d]))))?;
                     continue;
                 }
                 let why = match (&d.vm, &d.target) {
@@ -266,6 +266,17 @@ impl<'a> Story<'a> {
         Ok(())
     }
 
+    /// Counts the decisions made so far as seen: those made while paused are not news.
+    fn forget_decisions(&mut self) {
+        for (i, h) in self.cluster.hosts.iter().enumerate() {
+            if let Some(o) = h.host.orchestrator() {
+                let (new, total) = o.decisions_after(self.decisions_seen[i]);
+                self.hot_while_paused += new.len() as u64;
+                self.decisions_seen[i] = total;
+            }
+        }
+    }
+
     fn print_migrations(&mut self, out: &mut impl Write) -> std::io::Result<()> {
         for (i, h) in self.cluster.hosts.iter().enumerate() {
             let Some(o) = h.host.orchestrator() else {
@@ -278,7 +289,7 @@ impl<'a> Story<'a> {
                     "{}",
                     indent(&format!(
                         "migration: {}",
-                        render::migrations(&all[self.migrations_seen[i]..])
+                        without_time(&render::migrations(&all[self.migrations_seen[i]..]))
                     ))
                 )?;
                 self.migrations_seen[i] = all.len();
@@ -287,7 +298,7 @@ impl<'a> Story<'a> {
         Ok(())
     }
 
-    /// Steps until `until`, or an interrupt.
+    /// Steps once a second until `until`, or an interrupt.
     fn run_until(
         &mut self,
         stage: Stage,
@@ -295,17 +306,22 @@ impl<'a> Story<'a> {
         interrupted: &AtomicBool,
         out: &mut impl Write,
     ) -> std::io::Result<()> {
-        let mut next = Instant::now() + PRINT_EVERY;
         while Instant::now() < until && !interrupted.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(20));
-            if Instant::now() >= next {
-                next += PRINT_EVERY;
+            if Instant::now() >= self.next_print {
+                self.next_print += PRINT_EVERY;
                 self.step(stage, out)?;
                 out.flush()?;
             }
         }
         Ok(())
     }
+}
+
+/// A rendering without the unix time it starts with: the demo's lines carry their own.
+fn without_time(text: &str) -> &str {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    text[digits..].trim_start_matches([':', ' '])
 }
 
 /// Sets a block of text off from the per-second lines.
@@ -372,7 +388,14 @@ pub fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         "Each host has an admin socket, e.g.: augurctl --socket {} explain {WATCHED}",
         cluster.hosts[0].socket.display()
     )?;
-    let result = story(&cluster, &options, cycle, watched_started, &interrupted, &mut out);
+    let result = story(
+        &cluster,
+        &options,
+        cycle,
+        watched_started,
+        &interrupted,
+        &mut out,
+    );
     cluster.shutdown(&runtime);
     let report = result?;
     print_summary(&report, &mut out)?;
@@ -417,9 +440,14 @@ fn story(
             "\nTraining each host's forecasters on what it stored (moves still paused):"
         )?;
         out.flush()?;
-        trained = train_all(cluster);
+        trained = train_all(cluster, |until| {
+            story.run_until(Stage::Learning, until, interrupted, out)
+        })?;
         for (name, models, seconds) in &trained {
-            writeln!(out, "  {name}: {models} of 4 models trained in {seconds:.1} s")?;
+            writeln!(
+                out,
+                "  {name}: {models} of 4 models trained in {seconds:.1} s"
+            )?;
         }
         // Moves go on at the start of a cycle, so that every acting cycle is a whole one.
         let now = Instant::now();
@@ -427,6 +455,7 @@ fn story(
         let next_cycle = now + Duration::from_secs_f64(cycle - into_cycle);
         story.run_until(Stage::Learning, next_cycle, interrupted, out)?;
         cluster.set_paused(false);
+        story.forget_decisions();
         writeln!(
             out,
             "\nActing: automatic moves on for {} cycles; each host plans every second on its {} s forecast.",
@@ -465,8 +494,12 @@ fn story(
     })
 }
 
-/// Trains every host's models at once; returns what each trained and how long it took.
-fn train_all(cluster: &Cluster) -> Vec<(&'static str, usize, f64)> {
+/// Trains every host's models at once, calling `meanwhile` with a deadline a little ahead
+/// until they are done; returns what each host trained and how long it took.
+fn train_all(
+    cluster: &Cluster,
+    mut meanwhile: impl FnMut(Instant) -> std::io::Result<()>,
+) -> std::io::Result<Vec<(&'static str, usize, f64)>> {
     std::thread::scope(|scope| {
         let runs: Vec<_> = cluster
             .hosts
@@ -479,7 +512,10 @@ fn train_all(cluster: &Cluster) -> Vec<(&'static str, usize, f64)> {
                 })
             })
             .collect();
-        runs.into_iter().filter_map(|r| r.join().ok()).collect()
+        while !runs.iter().all(|r| r.is_finished()) {
+            meanwhile(Instant::now() + Duration::from_millis(200))?;
+        }
+        Ok(runs.into_iter().filter_map(|r| r.join().ok()).collect())
     })
 }
 

@@ -139,7 +139,10 @@ impl GbtModel {
             return Err("one training end per series is needed".into());
         }
         if !(settings.clip.is_finite() && settings.clip > 0.0) {
-            return Err(format!("target clip {} is not a positive number", settings.clip));
+            return Err(format!(
+                "target clip {} is not a positive number",
+                settings.clip
+            ));
         }
         if !(0.5..1.0).contains(&settings.level) {
             return Err(format!(

@@ -223,5 +223,9 @@ fn a_wide_clip_learns_what_a_precursor_foretells() {
         foretold(&narrow)
     );
     let quiet = wide.iter().filter(|(s, _)| (0..3).contains(s)).map(|x| x.1);
-    assert!(quiet.clone().all(|m| m < 0.25), "{:?}", quiet.collect::<Vec<_>>());
+    assert!(
+        quiet.clone().all(|m| m < 0.25),
+        "{:?}",
+        quiet.collect::<Vec<_>>()
+    );
 }
