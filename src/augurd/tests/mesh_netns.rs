@@ -3,8 +3,11 @@
 //! host-b through gossip, host-b bids and grants a lease, and host-a live-migrates the microVM
 //! to host-b over the authenticated stream; the guest's progress carries on there, the lease is
 //! committed, and the VM runs on one host only. host-x has another key: nobody hears it, and
-//! its attempt to push a VM at host-b's microVM port is dropped. Needs root, `ip` and /dev/kvm;
-//! prints `SKIPPED` otherwise.
+//! its attempt to push a VM at host-b's microVM port is dropped. Faults, on two hosts draining a
+//! large guest: the source killed once its reservation is granted leaves nothing on the target,
+//! whose room frees when the lease lapses; the target killed mid-migration leaves the guest
+//! running on its source and the move recorded as failed. Needs root, `ip` and /dev/kvm; prints
+//! `SKIPPED` otherwise.
 
 use augur_admin::{AdminClient, Reply, Request};
 use std::path::{Path, PathBuf};
@@ -373,15 +376,19 @@ const TEST_DIES: &str = "a_source_that_dies_after_its_reservation_leaves_nothing
 
 /// host-a is killed once host-b has granted it a reservation and the VM's memory is on its
 /// way: host-b starts nothing, and the room it held is free again when the lease runs out.
-#[test]
-fn a_source_that_dies_after_its_reservation_leaves_nothing_behind() {
-    let Some(net) = namespaces(TEST_DIES, "ad", 2) else {
-        return;
-    };
+/// Two hosts in namespaces tagged `prefix`; host-a runs a 256 MiB guest that writes most of its
+/// memory and is draining to host-b, whose reservation for it is granted when this returns.
+/// `None` if the test cannot run here.
+fn draining_a_big_guest(
+    test: &str,
+    prefix: &str,
+    lease_s: u64,
+) -> Option<(Net, tempfile::TempDir, Daemon, Daemon)> {
+    let net = namespaces(test, prefix, 2)?;
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("mesh.key");
     std::fs::write(&key, "5c".repeat(32)).unwrap();
-    let mut a = start(
+    let a = start(
         &net.hosts[0],
         dir.path(),
         "host-a",
@@ -389,7 +396,7 @@ fn a_source_that_dies_after_its_reservation_leaves_nothing_behind() {
         "10.77.0.1",
         &["10.77.0.2"],
         &key,
-        5,
+        lease_s,
     );
     let b = start(
         &net.hosts[1],
@@ -399,7 +406,7 @@ fn a_source_that_dies_after_its_reservation_leaves_nothing_behind() {
         "10.77.0.2",
         &["10.77.0.1"],
         &key,
-        5,
+        lease_s,
     );
     wait_for("host-a to see host-b", Duration::from_secs(30), || {
         peers(&a)
@@ -421,6 +428,14 @@ fn a_source_that_dies_after_its_reservation_leaves_nothing_behind() {
         Duration::from_secs(60),
         || (peers(&b).reservations == 1).then_some(()),
     );
+    Some((net, dir, a, b))
+}
+
+#[test]
+fn a_source_that_dies_after_its_reservation_leaves_nothing_behind() {
+    let Some((_net, dir, mut a, b)) = draining_a_big_guest(TEST_DIES, "ad", 5) else {
+        return;
+    };
     let killed = Instant::now();
     let _ = a.child.kill();
     let _ = a.child.wait();
@@ -449,4 +464,54 @@ fn a_source_that_dies_after_its_reservation_leaves_nothing_behind() {
         }
     );
     drop((b, a));
+}
+
+const TEST_TARGET_DIES: &str =
+    "a_target_that_dies_mid_migration_leaves_the_guest_running_on_its_source";
+
+/// The guest `name`'s state and progress counter on `d`.
+fn guest(d: &Daemon, name: &str) -> Option<(String, u64)> {
+    match call(d, Request::Vms) {
+        Ok(Reply::Vms { vms }) => vms
+            .into_iter()
+            .find(|v| v.name == name)
+            .map(|v| (v.state, v.progress)),
+        other => panic!("vms: {other:?}"),
+    }
+}
+
+#[test]
+fn a_target_that_dies_mid_migration_leaves_the_guest_running_on_its_source() {
+    let Some((_net, _dir, a, mut b)) = draining_a_big_guest(TEST_TARGET_DIES, "at", 30) else {
+        return;
+    };
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    let killed = Instant::now();
+    println!("host-b killed with its reservation for host-a granted");
+    let failed = wait_for(
+        "host-a to record the failed move",
+        Duration::from_secs(60),
+        || match call(&a, Request::Migrations) {
+            Ok(Reply::Migrations { migrations }) => {
+                migrations.into_iter().find(|m| m.vm == "big" && !m.ok)
+            }
+            other => panic!("migrations: {other:?}"),
+        },
+    );
+    println!(
+        "host-a recorded the move as failed {:.1} s after host-b died: {}",
+        killed.elapsed().as_secs_f64(),
+        failed.error.as_deref().unwrap_or("-")
+    );
+    assert!(failed.error.is_some(), "a failed move says why");
+    // The guest runs on where it was, and only there: host-b is gone.
+    let (state, before) = guest(&a, "big").expect("the guest is still on host-a");
+    assert_eq!(state, "running");
+    let (_, after) = wait_for(
+        "the guest's progress on host-a",
+        Duration::from_secs(30),
+        || guest(&a, "big").filter(|(_, p)| *p > before),
+    );
+    println!("the guest's progress on host-a went on: {before} → {after}");
 }
