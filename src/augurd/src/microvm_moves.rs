@@ -81,6 +81,17 @@ impl Write for Deadline {
     }
 }
 
+/// No delay for the small records; and the connection fails once data it sent has gone
+/// unacknowledged for `STREAM_TIMEOUT`. A send timeout alone is not enough across a partition:
+/// each blocked write that got part of its buffer into the kernel returns that part and the
+/// next waits again, so a stalled stream took three timeouts and more to give up.
+fn tune(conn: &TcpStream) {
+    let _ = conn.set_nodelay(true);
+    if let Err(error) = socket2::SockRef::from(conn).set_tcp_user_timeout(Some(STREAM_TIMEOUT)) {
+        warn!(%error, "TCP_USER_TIMEOUT not set: a partition is noticed later");
+    }
+}
+
 fn purpose(lease: LeaseId) -> String {
     format!("microvm lease {lease}")
 }
@@ -151,7 +162,7 @@ type Claimed = Mutex<HashSet<LeaseId>>;
 fn receive(host: &Host, node: &Node, claimed: &Claimed, conn: TcpStream) {
     let peer = conn.peer_addr().ok();
     let started = Instant::now();
-    let _ = conn.set_nodelay(true);
+    tune(&conn);
     let conn = Deadline::new(conn, started + HANDSHAKE_DEADLINE);
     let (mut stream, purpose_bytes) = match SealedStream::accept(conn, node.key()) {
         Ok(accepted) => accepted,
@@ -232,7 +243,7 @@ pub fn send(
         Ok(conn) => conn,
         Err(e) => return failed(format!("cannot reach {to}: {e}")),
     };
-    let _ = conn.set_nodelay(true);
+    tune(&conn);
     let conn = Deadline::new(conn, Instant::now() + TRANSFER_DEADLINE);
     let deadline = conn.until.clone();
     let mut stream = match SealedStream::connect(conn, key, purpose(lease).as_bytes()) {

@@ -6,7 +6,8 @@
 //! its attempt to push a VM at host-b's microVM port is dropped. Faults, on two hosts draining a
 //! large guest: the source killed once its reservation is granted leaves nothing on the target,
 //! whose room frees when the lease lapses; the target killed mid-migration leaves the guest
-//! running on its source and the move recorded as failed. Needs root, `ip` and /dev/kvm; prints
+//! running on its source and the move recorded as failed; a partition right after the grant
+//! fails the move at the source, which keeps the guest, and frees the target's room. Needs root, `ip` and /dev/kvm; prints
 //! `SKIPPED` otherwise.
 
 use augur_admin::{AdminClient, Reply, Request};
@@ -34,6 +35,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 /// Namespaces and links, removed on drop.
 struct Net {
+    tag: String,
     bridge: String,
     hosts: Vec<String>,
 }
@@ -41,6 +43,7 @@ struct Net {
 impl Net {
     fn create(tag: &str, n: usize) -> Result<Self, String> {
         let net = Self {
+            tag: tag.to_string(),
             bridge: format!("{tag}br"),
             hosts: (0..n).map(|i| format!("{tag}h{i}")).collect(),
         };
@@ -78,6 +81,15 @@ impl Net {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
         Ok(net)
+    }
+}
+
+impl Net {
+    /// Cuts host `i` off the others (its bridge port down), or joins it again.
+    fn set_linked(&self, i: usize, linked: bool) {
+        let port = format!("{}p{i}", self.tag);
+        let state = if linked { "up" } else { "down" };
+        ip(&["-n", &self.bridge, "link", "set", &port, state]).unwrap();
     }
 }
 
@@ -514,4 +526,59 @@ fn a_target_that_dies_mid_migration_leaves_the_guest_running_on_its_source() {
         || guest(&a, "big").filter(|(_, p)| *p > before),
     );
     println!("the guest's progress on host-a went on: {before} → {after}");
+}
+
+const TEST_PARTITION: &str = "a_partition_after_the_grant_fails_the_move_and_frees_the_room";
+
+#[test]
+fn a_partition_after_the_grant_fails_the_move_and_frees_the_room() {
+    let Some((net, _dir, a, b)) = draining_a_big_guest(TEST_PARTITION, "ap", 5) else {
+        return;
+    };
+    net.set_linked(1, false);
+    let cut = Instant::now();
+    println!("host-b cut off with its reservation for host-a granted");
+    // Neither side hears the other: each gives up on the stalled stream by itself.
+    let failed = wait_for(
+        "host-a to record the failed move",
+        Duration::from_secs(90),
+        || match call(&a, Request::Migrations) {
+            Ok(Reply::Migrations { migrations }) => {
+                migrations.into_iter().find(|m| m.vm == "big" && !m.ok)
+            }
+            other => panic!("migrations: {other:?}"),
+        },
+    );
+    println!(
+        "host-a gave the move up {:.1} s into the partition: {}",
+        cut.elapsed().as_secs_f64(),
+        failed.error.as_deref().unwrap_or("-")
+    );
+    let (state, before) = guest(&a, "big").expect("the guest is still on host-a");
+    assert_eq!(state, "running");
+    wait_for(
+        "the guest's progress on host-a",
+        Duration::from_secs(30),
+        || guest(&a, "big").filter(|(_, p)| *p > before),
+    );
+    wait_for(
+        "host-b's reservation to lapse",
+        Duration::from_secs(90),
+        || (peers(&b).reservations == 0).then_some(()),
+    );
+    println!(
+        "host-b's room was free {:.1} s into the partition",
+        cut.elapsed().as_secs_f64()
+    );
+    // Healed, with host-a's moves paused so it does not try again: host-b ran nothing.
+    assert!(matches!(
+        call(&a, Request::Pause),
+        Ok(Reply::Orchestrator { .. })
+    ));
+    net.set_linked(1, true);
+    match call(&b, Request::Vms) {
+        Ok(Reply::Vms { vms }) => assert!(vms.is_empty(), "host-b runs nothing: {vms:?}"),
+        other => panic!("host-b answers: {other:?}"),
+    }
+    assert!(guest(&a, "big").is_some(), "the guest is on host-a, once");
 }
