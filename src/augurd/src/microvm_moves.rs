@@ -3,7 +3,9 @@
 //!
 //! The stream is the mesh's [`SealedStream`], opened for one lease: a target takes a VM only
 //! against a live reservation for that VM's name and size, so a peer cannot push a VM nobody
-//! negotiated, and a host without the mesh key is dropped in the handshake.
+//! negotiated, and a host without the mesh key is dropped in the handshake. While a VM arrives,
+//! its reservation holds the room past its lease; a VM that started here waits
+//! `COMMIT_GRACE` for its source's commit, a failed stream leaves the lease as it was.
 
 use crate::host::Host;
 use crate::lock;
@@ -26,6 +28,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// The longest a whole incoming move may take, however steadily its bytes trickle in.
 const TRANSFER_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
+/// How long a target holds the room of a VM that has arrived for its source's commit.
+const COMMIT_GRACE: Duration = Duration::from_secs(30);
 
 /// How long a target may take, once the source's guest is paused, to confirm it has
 /// everything: the guest stays paused meanwhile.
@@ -177,9 +182,11 @@ fn receive(host: &Host, node: &Node, claimed: &Claimed, conn: TcpStream) {
     let lease: Option<LeaseId> = text
         .strip_prefix("microvm lease ")
         .and_then(|l| l.parse().ok());
+    // The lease's own expiry while the VM arrives under it, to go back to.
+    let mut lease_expiry = None;
     let admit = |h: &augur_microvm::migration::IncomingHeader| {
         let lease = lease.ok_or_else(|| format!("{text:?} names no lease"))?;
-        let ledger = lock(&node.ledger);
+        let mut ledger = lock(&node.ledger);
         let now = Instant::now();
         let held = ledger
             .reservations(now)
@@ -198,11 +205,24 @@ fn receive(host: &Host, node: &Node, claimed: &Claimed, conn: TcpStream) {
             Some(_) if !lock(claimed).insert(lease) => Err(format!(
                 "a stream already arrives under reservation {lease}"
             )),
-            Some(_) => Ok(()),
+            Some(_) => {
+                // The room stays taken while the VM arrives, even past the lease: freed
+                // early, it could be granted to another source while this VM starts here.
+                lease_expiry = ledger.set_expiry(lease, started + TRANSFER_DEADLINE, now);
+                Ok(())
+            }
         }
     };
     let result = host.receive_vm(&mut stream, admit);
-    // A failed stream frees its lease for a retry; a committed one is gone from the ledger.
+    if let (Some(lease), Some(expiry)) = (lease, lease_expiry) {
+        // A VM that started waits for its source's commit a little past the lease; a failed
+        // stream leaves the lease as it was, for the source to release or to lapse.
+        let back = match result {
+            Ok(_) => expiry.max(Instant::now() + COMMIT_GRACE),
+            Err(_) => expiry,
+        };
+        lock(&node.ledger).set_expiry(lease, back, Instant::now());
+    }
     if let Some(lease) = lease {
         lock(claimed).remove(&lease);
     }

@@ -228,6 +228,17 @@ impl Ledger {
         Ok(r)
     }
 
+    /// Moves the expiry of live reservation `lease` to `until` (earlier or later); returns the
+    /// expiry it had, or `None` if there is no such live reservation. A target holds the room
+    /// this way while a VM arrives, however long the transfer takes past the lease.
+    pub fn set_expiry(&mut self, lease: LeaseId, until: Instant, now: Instant) -> Option<Instant> {
+        let r = self
+            .reservations
+            .get_mut(&lease)
+            .filter(|r| r.expires > now)?;
+        Some(std::mem::replace(&mut r.expires, until))
+    }
+
     /// The VM arrived: the reservation becomes part of this host's load.
     pub fn commit(
         &mut self,
@@ -374,6 +385,41 @@ mod tests {
         );
         l.set_own(offer(0, "own", 4.0, 2000.0).forecast, &[]);
         l
+    }
+
+    #[test]
+    fn a_held_reservation_outlives_its_lease_and_keeps_its_room() {
+        let mut l = ledger();
+        let t0 = Instant::now();
+        let r = l
+            .reserve(
+                "a",
+                offer(1, "vm1", 3.0, 100.0),
+                Duration::from_secs(10),
+                t0,
+            )
+            .unwrap();
+        let held_until = t0 + Duration::from_secs(600);
+        assert_eq!(
+            l.set_expiry(r.lease, held_until, t0 + Duration::from_secs(1)),
+            Some(t0 + Duration::from_secs(10))
+        );
+        // Past the lease, the room is still taken: a second offer of the same size does not fit.
+        let later = t0 + Duration::from_secs(20);
+        assert!(l
+            .reserve(
+                "b",
+                offer(2, "vm2", 3.0, 100.0),
+                Duration::from_secs(10),
+                later
+            )
+            .is_err());
+        assert_eq!(l.reservations(later).len(), 1);
+        // Set back, it lapses; a lapsed or unknown lease cannot be held.
+        l.set_expiry(r.lease, t0 + Duration::from_secs(10), later);
+        assert!(l.reservations(later).is_empty());
+        assert_eq!(l.set_expiry(r.lease, held_until, later), None);
+        assert_eq!(l.set_expiry(999, held_until, t0), None);
     }
 
     #[test]
