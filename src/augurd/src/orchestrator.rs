@@ -499,7 +499,7 @@ impl Orchestrator {
         let bids: Vec<String> = negotiation
             .bids
             .iter()
-            .map(|(h, b)| format!("{h}: {b:?}"))
+            .map(|(h, b)| format!("{h}: {b}"))
             .chain(
                 negotiation
                     .refusals

@@ -21,6 +21,18 @@ pub enum BidOutcome {
     Failed { reason: String },
 }
 
+impl std::fmt::Display for BidOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BidOutcome::Bid { headroom } => {
+                write!(f, "bid, {:.0}% of its capacity left free", headroom * 100.0)
+            }
+            BidOutcome::Declined { reason } => write!(f, "declined: {reason}"),
+            BidOutcome::Failed { reason } => write!(f, "no bid: {reason}"),
+        }
+    }
+}
+
 /// A lease a target granted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grant {
