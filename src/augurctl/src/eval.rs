@@ -117,8 +117,9 @@ pub fn forecast(args: &ForecastArgs, json: bool) -> anyhow::Result<()> {
             .collect(),
     };
     vms.retain(|vm| args.split.contains(&vm.id));
+    // Forecasts and bounds stay within what the trace itself may hold.
     let clamp = (resource == Resource::Cpu)
-        .then_some((0.0, 100.0))
+        .then_some((0.0, augur_predict::trace::CPU_MAX_PERCENT))
         .or(Some((0.0, f64::MAX)));
     let started = std::time::Instant::now();
     let settings = Settings {

@@ -8,10 +8,12 @@
 //! MAE is averaged over series; MASE is each series' test MAE divided by its in-sample
 //! seasonal-naive MAE (season 288, on the training part), averaged over series, as GIFT-Eval
 //! computes it. Series too short for a season of training, and (for MASE only) series whose
-//! seasonal-naive MAE is zero, are left out and counted.
+//! seasonal-naive MAE is zero, are left out and counted. augur-gbt's upper bound is adaptive: its
+//! level follows the misses of the series' own earlier bounds whose outcomes are known by each
+//! origin ([`crate::gbt::adaptive`]).
 
 use crate::baselines::Forecaster;
-use crate::gbt::{features, GbtModel, Settings, VmSeries};
+use crate::gbt::{adaptive, features, Forecast, GbtModel, Scale, Settings, VmSeries};
 use crate::trace::Series;
 use crate::SEASON;
 use serde::Serialize;
@@ -234,7 +236,7 @@ pub fn evaluate_gbt(
                         .map(move |t| (t, h))
                 })
                 .collect();
-            let forecasts = model.forecast(vm, &scales, &pairs, clamp)?;
+            let forecasts = adaptive_forecasts(&model, vm, &scales, &pairs, clamp)?;
             let mut errors = Vec::with_capacity(pairs.len());
             for (&(t, h), f) in pairs.iter().zip(&forecasts) {
                 let actual = vm.target[t + h];
@@ -250,6 +252,43 @@ pub fn evaluate_gbt(
         .zip(&tallies)
         .map(|((label, _), tally)| tally.row("augur-gbt", metric, *label, true))
         .collect())
+}
+
+/// augur-gbt's forecasts for `pairs`, each bound at the level adapted on the series' own
+/// outcomes known by its origin ([`crate::gbt::adaptive`]): per horizon, every origin from a
+/// season before the first asked for is walked in order, so the level has settled by then.
+fn adaptive_forecasts(
+    model: &GbtModel,
+    vm: &VmSeries,
+    scales: &[Scale],
+    pairs: &[(usize, usize)],
+    clamp: Option<(f64, f64)>,
+) -> Result<Vec<Forecast>, String> {
+    let mut out = vec![None; pairs.len()];
+    let mut horizons: Vec<usize> = pairs.iter().map(|p| p.1).collect();
+    horizons.sort_unstable();
+    horizons.dedup();
+    for h in horizons {
+        let wanted: Vec<(usize, usize)> = pairs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.1 == h)
+            .map(|(i, p)| (i, p.0))
+            .collect();
+        let (Some(lo), Some(hi)) = (
+            wanted.iter().map(|w| w.1).min(),
+            wanted.iter().map(|w| w.1).max(),
+        ) else {
+            continue;
+        };
+        let walked = adaptive::forecasts(model, vm, scales, h, lo..hi + 1, SEASON, clamp)?;
+        for (i, t) in wanted {
+            out[i] = walked.get(t - lo).copied();
+        }
+    }
+    out.into_iter()
+        .map(|f| f.ok_or_else(|| "an origin was not forecast".to_string()))
+        .collect()
 }
 
 /// Parses horizons like "5m,15m,60m,1h" into steps of 5 minutes.

@@ -1,7 +1,9 @@
 //! Online forecasting: one `augur-gbt` model per resource, trained in the background on every
 //! VM's stored history, kept on disk by generation and reloaded at start; forecasts of any
-//! stored VM for `augurctl predict`.
+//! stored VM for `augurctl predict` and the orchestrator, their upper bounds adapted to each
+//! VM's own misses (`adaptive_bounds`).
 
+mod adaptive_bounds;
 pub mod history;
 pub mod model_dir;
 
@@ -45,6 +47,8 @@ pub struct Forecaster {
     classifier: Option<Classifier>,
     /// Why the last training run produced no model, per resource.
     waiting: Mutex<BTreeMap<Resource, String>>,
+    /// Where each VM's upper bounds have adapted to.
+    adaptive: Mutex<adaptive_bounds::AdaptiveBounds>,
 }
 
 impl Forecaster {
@@ -74,6 +78,7 @@ impl Forecaster {
             models: RwLock::new(models),
             classifier,
             waiting: Mutex::new(BTreeMap::new()),
+            adaptive: Mutex::new(adaptive_bounds::AdaptiveBounds::default()),
         }
     }
 
@@ -215,9 +220,19 @@ impl Forecaster {
         let scales = features::scales_of(&vm, vm.target.len());
         let origins: Vec<(usize, usize)> =
             loaded.model.horizons().iter().map(|&h| (t, h)).collect();
-        let forecasts = loaded
-            .model
-            .forecast(&vm, &scales, &origins, Some((0.0, f64::MAX)))?;
+        let forecasts = self
+            .adaptive
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forecast(
+                history,
+                resource,
+                &vm,
+                &scales,
+                &loaded.model,
+                loaded.generation,
+                Some((0.0, f64::MAX)),
+            )?;
         Ok(ResourceForecast {
             resource: resource.name().into(),
             unit: resource.unit().into(),

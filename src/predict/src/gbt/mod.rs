@@ -11,8 +11,10 @@
 //! ([`features::spread`]) and `q` the `level` quantile of that horizon's calibration residuals
 //! divided by their own spread (normalised split-conformal, against the unclipped actual values):
 //! the bound widens when the VM is restless and narrows when it is calm. The calibration origins
-//! are the last 10% of each training part, which the model does not train on.
+//! are the last 10% of each training part, which the model does not train on. Online, and in the
+//! evaluation, the quantile then adapts to each series' own misses ([`adaptive`]).
 
+pub mod adaptive;
 mod compact;
 pub mod features;
 pub mod model_file;
@@ -79,7 +81,7 @@ pub struct GbtModel {
     compact: compact::CompactTrees,
     /// Horizons (steps) it was trained and calibrated for, ascending.
     horizons: Vec<usize>,
-    /// Conformal quantile (σ units) per horizon, same order.
+    /// Conformal quantile (σ units) per horizon at `level`, same order.
     quantiles: Vec<f64>,
     /// How many extra columns each VM must have.
     others: usize,
@@ -110,15 +112,34 @@ fn booster(settings: &Settings) -> GradientBooster {
         .set_parallel(true)
 }
 
-/// The conformal quantile: the `ceil((n+1)·level)`-th smallest residual.
-fn conformal_quantile(mut residuals: Vec<f64>, level: f64) -> f64 {
-    if residuals.is_empty() {
+/// The conformal quantile of ascending `sorted` residuals: the `ceil((n+1)·level)`-th smallest.
+fn conformal_quantile(sorted: &[f64], level: f64) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
         return 0.0;
     }
-    residuals.sort_by(f64::total_cmp);
-    let n = residuals.len();
     let rank = (((n + 1) as f64) * level).ceil() as usize;
-    residuals[rank.clamp(1, n) - 1]
+    sorted[rank.clamp(1, n) - 1]
+}
+
+/// A forecast before its bound is set: the centre and the bound's unit (`spread · σ`), both in
+/// the series' units, and which of the model's horizons it is for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawForecast {
+    pub centre: f64,
+    pub unit: f64,
+    pub horizon_index: usize,
+}
+
+impl RawForecast {
+    /// The forecast with its upper bound `q` units above the centre.
+    pub fn with_quantile(&self, q: f64, clamp: Option<(f64, f64)>) -> Forecast {
+        let bound = |value: f64| clamp.map_or(value, |(lo, hi)| value.clamp(lo, hi));
+        Forecast {
+            mean: bound(self.centre),
+            upper: bound(self.centre + q * self.unit),
+        }
+    }
 }
 
 impl GbtModel {
@@ -244,7 +265,10 @@ impl GbtModel {
         }
         let quantiles = residuals
             .into_iter()
-            .map(|r| conformal_quantile(r, settings.level))
+            .map(|mut r| {
+                r.sort_by(f64::total_cmp);
+                conformal_quantile(&r, settings.level)
+            })
             .collect();
         Ok(GbtModel {
             compact: compact::CompactTrees::of(&booster)?,
@@ -298,6 +322,11 @@ impl GbtModel {
         self.level
     }
 
+    /// The upper bound's quantile (σ units over the spread) for horizon `horizon_index`.
+    pub fn quantile(&self, horizon_index: usize) -> f64 {
+        self.quantiles.get(horizon_index).copied().unwrap_or(0.0)
+    }
+
     /// Forecasts for `(t, h)` pairs of one VM, `h` among the trained horizons, scaled by
     /// `scales` (from [`features::scales_of`]). `clamp` bounds the results (e.g. 0–100%).
     pub fn forecast(
@@ -307,6 +336,20 @@ impl GbtModel {
         origins: &[(usize, usize)],
         clamp: Option<(f64, f64)>,
     ) -> Result<Vec<Forecast>, String> {
+        Ok(self
+            .forecast_raw(vm, scales, origins)?
+            .iter()
+            .map(|r| r.with_quantile(self.quantiles[r.horizon_index], clamp))
+            .collect())
+    }
+
+    /// Forecasts for `(t, h)` pairs, as [`Self::forecast`], with their bounds not yet set.
+    pub fn forecast_raw(
+        &self,
+        vm: &VmSeries,
+        scales: &[Scale],
+        origins: &[(usize, usize)],
+    ) -> Result<Vec<RawForecast>, String> {
         if vm.others.len() != self.others {
             return Err(format!(
                 "the model was trained with {} extra columns, series {} has {}",
@@ -315,7 +358,7 @@ impl GbtModel {
                 vm.others.len()
             ));
         }
-        let mut quantile = Vec::with_capacity(origins.len());
+        let mut horizon_index = Vec::with_capacity(origins.len());
         for &(t, h) in origins {
             let k = self
                 .horizons
@@ -324,7 +367,7 @@ impl GbtModel {
             if t >= vm.target.len() {
                 return Err(format!("origin {t} is past the end of series {}", vm.id));
             }
-            quantile.push(self.quantiles[k]);
+            horizon_index.push(k);
         }
         let p = if origins.len() <= ROW_BY_ROW {
             self.predict_rows(vm, scales, origins)
@@ -342,17 +385,16 @@ impl GbtModel {
                 .predict(&Matrix::new(&x, origins.len(), cols), true)
         };
         let sigma = scales[0].sigma;
-        let bound = |value: f64| clamp.map_or(value, |(lo, hi)| value.clamp(lo, hi));
         Ok(origins
             .iter()
             .zip(p)
-            .zip(quantile)
-            .map(|((&(t, _), p), q)| {
+            .zip(horizon_index)
+            .map(|((&(t, _), p), k)| {
                 let a = features::anchor(&vm.target, t);
-                let spread = features::spread(&vm.target, t, sigma);
-                Forecast {
-                    mean: bound(a + p * sigma),
-                    upper: bound(a + (p + q * spread) * sigma),
+                RawForecast {
+                    centre: a + p * sigma,
+                    unit: features::spread(&vm.target, t, sigma) * sigma,
+                    horizon_index: k,
                 }
             })
             .collect())

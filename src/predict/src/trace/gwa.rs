@@ -18,8 +18,7 @@ fn pick(resource: Resource, row: &[f64]) -> Option<f64> {
         Resource::Net => row[9] + row[10],
     };
     let limit = match resource {
-        // A VM cannot use more than all of its cores; allow rounding slack.
-        Resource::Cpu => 100.0 * 1.05,
+        Resource::Cpu => super::CPU_MAX_PERCENT,
         _ => 1e12,
     };
     (value.is_finite() && value >= 0.0 && value <= limit).then_some(value)

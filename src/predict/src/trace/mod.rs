@@ -5,6 +5,10 @@
 //! [`LoadReport`], never a panic: malformed rows are skipped, values out of range are clamped,
 //! timestamps are snapped to the 5-minute grid, and holes are filled with the last value.
 
+/// The highest CPU usage (percent of the VM's cores) a trace may hold: a VM cannot use more than
+/// all of its cores, and traces round past 100% by a few percent.
+pub const CPU_MAX_PERCENT: f64 = 105.0;
+
 pub mod gwa;
 pub mod wide;
 
