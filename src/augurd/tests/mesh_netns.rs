@@ -492,6 +492,30 @@ fn guest(d: &Daemon, name: &str) -> Option<(String, u64)> {
     }
 }
 
+/// The failed move of `vm` that `d` records, once it does.
+fn failed_move(d: &Daemon, vm: &str, timeout: Duration) -> augur_admin::MigrationRecordReply {
+    wait_for(
+        "the source to record the failed move",
+        timeout,
+        || match call(d, Request::Migrations) {
+            Ok(Reply::Migrations { migrations }) => {
+                migrations.into_iter().find(|m| m.vm == vm && !m.ok)
+            }
+            other => panic!("migrations: {other:?}"),
+        },
+    )
+}
+
+/// Asserts guest `name` runs on `d` and its progress goes on; returns progress before and after.
+fn still_running(d: &Daemon, name: &str) -> (u64, u64) {
+    let (state, before) = guest(d, name).expect("the guest is still on its source");
+    assert_eq!(state, "running");
+    let (_, after) = wait_for("the guest's progress", Duration::from_secs(30), || {
+        guest(d, name).filter(|(_, p)| *p > before)
+    });
+    (before, after)
+}
+
 #[test]
 fn a_target_that_dies_mid_migration_leaves_the_guest_running_on_its_source() {
     let Some((_net, _dir, a, mut b)) = draining_a_big_guest(TEST_TARGET_DIES, "at", 30) else {
@@ -501,16 +525,7 @@ fn a_target_that_dies_mid_migration_leaves_the_guest_running_on_its_source() {
     let _ = b.child.wait();
     let killed = Instant::now();
     println!("host-b killed with its reservation for host-a granted");
-    let failed = wait_for(
-        "host-a to record the failed move",
-        Duration::from_secs(60),
-        || match call(&a, Request::Migrations) {
-            Ok(Reply::Migrations { migrations }) => {
-                migrations.into_iter().find(|m| m.vm == "big" && !m.ok)
-            }
-            other => panic!("migrations: {other:?}"),
-        },
-    );
+    let failed = failed_move(&a, "big", Duration::from_secs(60));
     println!(
         "host-a recorded the move as failed {:.1} s after host-b died: {}",
         killed.elapsed().as_secs_f64(),
@@ -518,13 +533,7 @@ fn a_target_that_dies_mid_migration_leaves_the_guest_running_on_its_source() {
     );
     assert!(failed.error.is_some(), "a failed move says why");
     // The guest runs on where it was, and only there: host-b is gone.
-    let (state, before) = guest(&a, "big").expect("the guest is still on host-a");
-    assert_eq!(state, "running");
-    let (_, after) = wait_for(
-        "the guest's progress on host-a",
-        Duration::from_secs(30),
-        || guest(&a, "big").filter(|(_, p)| *p > before),
-    );
+    let (before, after) = still_running(&a, "big");
     println!("the guest's progress on host-a went on: {before} → {after}");
 }
 
@@ -539,28 +548,13 @@ fn a_partition_after_the_grant_fails_the_move_and_frees_the_room() {
     let cut = Instant::now();
     println!("host-b cut off with its reservation for host-a granted");
     // Neither side hears the other: each gives up on the stalled stream by itself.
-    let failed = wait_for(
-        "host-a to record the failed move",
-        Duration::from_secs(90),
-        || match call(&a, Request::Migrations) {
-            Ok(Reply::Migrations { migrations }) => {
-                migrations.into_iter().find(|m| m.vm == "big" && !m.ok)
-            }
-            other => panic!("migrations: {other:?}"),
-        },
-    );
+    let failed = failed_move(&a, "big", Duration::from_secs(90));
     println!(
         "host-a gave the move up {:.1} s into the partition: {}",
         cut.elapsed().as_secs_f64(),
         failed.error.as_deref().unwrap_or("-")
     );
-    let (state, before) = guest(&a, "big").expect("the guest is still on host-a");
-    assert_eq!(state, "running");
-    wait_for(
-        "the guest's progress on host-a",
-        Duration::from_secs(30),
-        || guest(&a, "big").filter(|(_, p)| *p > before),
-    );
+    still_running(&a, "big");
     wait_for(
         "host-b's reservation to lapse",
         Duration::from_secs(90),

@@ -128,6 +128,24 @@ mod tests {
             .collect()
     }
 
+    /// The first `len` steps of `full`, as the forecaster is given them.
+    fn upto(full: &VmSeries, len: usize) -> (VmHistory, VmSeries) {
+        let history = VmHistory {
+            id: 7,
+            name: "vm".into(),
+            attrs: Default::default(),
+            start_s: full.start_s,
+            step_s: full.step_s,
+            columns: Default::default(),
+            len,
+        };
+        let vm = VmSeries {
+            target: full.target[..len].to_vec(),
+            ..full.clone()
+        };
+        (history, vm)
+    }
+
     #[test]
     fn forecasts_one_step_at_a_time_match_one_walk_over_all_of_them() {
         let y = series(1300);
@@ -150,19 +168,7 @@ mod tests {
         let mut bounds = AdaptiveBounds::default();
         let mut online = Vec::new();
         for t in 1100..1250 {
-            let history = VmHistory {
-                id: 7,
-                name: "vm".into(),
-                attrs: Default::default(),
-                start_s,
-                step_s,
-                columns: Default::default(),
-                len: t + 1,
-            };
-            let vm = VmSeries {
-                target: y[..=t].to_vec(),
-                ..full.clone()
-            };
+            let (history, vm) = upto(&full, t + 1);
             let f = bounds
                 .forecast(&history, Resource::Cpu, &vm, &scales, &model, 1, None)
                 .unwrap();
@@ -200,19 +206,7 @@ mod tests {
             .count();
         assert!(wider > 100, "{wider} of 150 wider");
         // A new model generation starts the walk over.
-        let history = VmHistory {
-            id: 7,
-            name: "vm".into(),
-            attrs: Default::default(),
-            start_s,
-            step_s,
-            columns: Default::default(),
-            len: 1250,
-        };
-        let vm = VmSeries {
-            target: y[..1250].to_vec(),
-            ..full.clone()
-        };
+        let (history, vm) = upto(&full, 1250);
         let fresh = bounds
             .forecast(&history, Resource::Cpu, &vm, &scales, &model, 2, None)
             .unwrap();

@@ -136,7 +136,10 @@ mod tests {
             a.observe(false);
         }
         let raised = a.quantile();
-        assert!((raised - 2.0 * (10.0 * RATE * 0.95).exp()).abs() < 1e-9, "{raised}");
+        assert!(
+            (raised - 2.0 * (10.0 * RATE * 0.95).exp()).abs() < 1e-9,
+            "{raised}"
+        );
         for _ in 0..1000 {
             a.observe(true);
         }
@@ -144,7 +147,11 @@ mod tests {
         for _ in 0..100_000 {
             a.observe(true);
         }
-        assert!((a.quantile() - FLOOR * 2.0).abs() < 1e-12, "{}", a.quantile());
+        assert!(
+            (a.quantile() - FLOOR * 2.0).abs() < 1e-12,
+            "{}",
+            a.quantile()
+        );
         // At the target miss rate it stays where it is.
         let mut b = AdaptiveQuantile::new(0.95, 2.0);
         for i in 0..2000 {
