@@ -208,7 +208,8 @@ fn receive(host: &Host, node: &Node, claimed: &Claimed, conn: TcpStream) {
             Some(_) => {
                 // The room stays taken while the VM arrives, even past the lease: freed
                 // early, it could be granted to another source while this VM starts here.
-                lease_expiry = ledger.set_expiry(lease, started + TRANSFER_DEADLINE, now);
+                let held = started + TRANSFER_DEADLINE + COMMIT_GRACE;
+                lease_expiry = ledger.set_expiry(lease, held, now);
                 Ok(())
             }
         }

@@ -348,7 +348,10 @@ impl Orchestrator {
                 self.node.id.clone(),
                 self.draining.load(Ordering::Acquire),
             );
-            match tokio::task::spawn_blocking(move || local_view(&host, &id, draining)).await {
+            let horizon_s = self.horizon_s;
+            match tokio::task::spawn_blocking(move || local_view(&host, &id, draining, horizon_s))
+                .await
+            {
                 Ok(view) => view,
                 Err(e) => {
                     warn!(error = %e, "the local view could not be read");
@@ -767,7 +770,7 @@ struct LocalVm {
 /// The planner's view of one local VM: its current demand, its forecast (the trained model's,
 /// else current demand with a margin), memory, working set and dirty rate; and the line that
 /// explains those inputs.
-fn plan_vm(host: &Arc<Host>, vm: LocalVm) -> (PlanVm, String) {
+fn plan_vm(host: &Arc<Host>, vm: LocalVm, horizon_s: u32) -> (PlanVm, String) {
     let LocalVm {
         name,
         id,
@@ -782,7 +785,7 @@ fn plan_vm(host: &Arc<Host>, vm: LocalVm) -> (PlanVm, String) {
         disk: w.disk_read_bytes_per_s.unwrap_or(0.0) + w.disk_write_bytes_per_s.unwrap_or(0.0),
         net: w.net_rx_bytes_per_s.unwrap_or(0.0) + w.net_tx_bytes_per_s.unwrap_or(0.0),
     };
-    let (mean, upper, source) = match forecast(host, &name, current) {
+    let (mean, upper, source) = match forecast(host, &name, current, horizon_s) {
         // A VM uses at most all of its vCPUs, whatever a forecast's bound says.
         Some((mean, upper)) => (
             Resources {
@@ -801,7 +804,7 @@ fn plan_vm(host: &Arc<Host>, vm: LocalVm) -> (PlanVm, String) {
                 cpu: (current.cpu * FALLBACK_MARGIN).min(vcpus as f64),
                 ..current
             },
-            "no trained model yet: current demand, upper +25%",
+            "no forecast at the planning horizon yet: current demand, upper +25%",
         ),
     };
     let dirty = host.latest_dirty_mib_per_s(id).unwrap_or(0.0) * MIB;
@@ -835,7 +838,7 @@ fn plan_vm(host: &Arc<Host>, vm: LocalVm) -> (PlanVm, String) {
     (vm, input)
 }
 
-fn local_view(host: &Arc<Host>, id: &str, draining: bool) -> LocalView {
+fn local_view(host: &Arc<Host>, id: &str, draining: bool, horizon_s: u32) -> LocalView {
     let domains = host
         .with_domains(|d| {
             d.iter()
@@ -864,7 +867,7 @@ fn local_view(host: &Arc<Host>, id: &str, draining: bool) -> LocalView {
     let (vms, inputs): (Vec<PlanVm>, Vec<String>) = domains
         .into_iter()
         .chain(microvms.into_iter().flatten())
-        .map(|vm| plan_vm(host, vm))
+        .map(|vm| plan_vm(host, vm, horizon_s))
         .unzip();
     let capacity = {
         let own = host.orchestrator().map(|o| lock(&o.node.ledger).capacity());
@@ -885,11 +888,18 @@ fn local_view(host: &Arc<Host>, id: &str, draining: bool) -> LocalView {
 
 /// The CPU forecast at the planning horizon from the trained model; the other resources as
 /// they are now (memory as allocated).
-fn forecast(host: &Arc<Host>, name: &str, current: Resources) -> Option<(Resources, Resources)> {
+fn forecast(
+    host: &Arc<Host>,
+    name: &str,
+    current: Resources,
+    horizon_s: u32,
+) -> Option<(Resources, Resources)> {
     let reply = host.predict(name).ok()?;
     let cpu = reply.resources.iter().find(|r| r.resource == "cpu")?;
-    // The first horizon is the planning horizon.
-    let h = cpu.horizons.first()?;
+    let h = cpu
+        .horizons
+        .iter()
+        .find(|h| h.horizon_s == i64::from(horizon_s))?;
     Some((
         Resources {
             cpu: h.mean.max(0.0),

@@ -110,10 +110,18 @@ fn cycle_s() -> anyhow::Result<f64> {
     Ok(spec.phases.iter().map(|p| p.seconds()).sum())
 }
 
+/// The watched VM as one host sees it.
+struct WatchedNow {
+    phase: String,
+    progress: u64,
+    uptime_s: f64,
+    demand: Option<f64>,
+}
+
 /// One host at one instant: demand, and the watched VM if it runs there.
 struct HostNow {
     demand: f64,
-    watched: Option<(String, u64)>,
+    watched: Option<WatchedNow>,
 }
 
 fn host_now(h: &cluster::DemoHost) -> HostNow {
@@ -123,11 +131,23 @@ fn host_now(h: &cluster::DemoHost) -> HostNow {
             .iter()
             .filter_map(|v| v.current.as_ref()?.cpu_vcpus)
             .fold(0.0, |a, b| a + b),
-        watched: vms
-            .iter()
-            .find(|v| v.name == WATCHED)
-            .map(|v| (v.phase.clone(), v.progress)),
+        watched: vms.iter().find(|v| v.name == WATCHED).map(|v| WatchedNow {
+            phase: v.phase.clone(),
+            progress: v.progress,
+            uptime_s: v.uptime_s,
+            demand: v.current.as_ref().and_then(|w| w.cpu_vcpus),
+        }),
     }
+}
+
+/// Seconds until the watched VM's next cycle begins, from its own uptime.
+fn until_next_cycle(cluster: &Cluster, cycle: f64) -> Option<f64> {
+    let uptime = cluster
+        .hosts
+        .iter()
+        .find_map(|h| host_now(h).watched)?
+        .uptime_s;
+    Some(cycle - uptime % cycle)
 }
 
 /// The story's state between printed lines.
@@ -140,6 +160,9 @@ struct Story<'a> {
     last_note: Vec<Option<String>>,
     hot_while_paused: u64,
     watched_on: Option<String>,
+    /// The watched VM's last host (index) and demand: while it moves it is on neither list,
+    /// and its demand stays counted where it was.
+    watched_last: Option<(usize, f64)>,
     moves: Vec<MoveSeen>,
     progress_at_move: Option<u64>,
     progress_now: Option<u64>,
@@ -159,6 +182,7 @@ impl<'a> Story<'a> {
             last_note: vec![None; n],
             hot_while_paused: 0,
             watched_on: None,
+            watched_last: None,
             moves: Vec::new(),
             progress_at_move: None,
             progress_now: None,
@@ -178,20 +202,29 @@ impl<'a> Story<'a> {
         let t = self.t();
         let mut line = format!("{t:>5.0} s ");
         let mut watched = None;
-        for (i, h) in self.cluster.hosts.iter().enumerate() {
-            let now = host_now(h);
-            self.tally.observe(stage, i, now.demand, h.capacity_cpu, dt);
-            let over = if now.demand > h.capacity_cpu {
+        let mut now: Vec<HostNow> = self.cluster.hosts.iter().map(host_now).collect();
+        for (i, n) in now.iter().enumerate() {
+            if let Some(w) = &n.watched {
+                if let Some(demand) = w.demand {
+                    self.watched_last = Some((i, demand));
+                }
+            }
+        }
+        if now.iter().all(|n| n.watched.is_none()) {
+            if let Some((i, demand)) = self.watched_last {
+                now[i].demand += demand;
+            }
+        }
+        for (i, (h, n)) in self.cluster.hosts.iter().zip(now).enumerate() {
+            self.tally.observe(stage, i, n.demand, h.capacity_cpu, dt);
+            let over = if n.demand > h.capacity_cpu {
                 "OVER"
             } else {
                 "    "
             };
-            line += &format!(
-                "  {} {:.2}/{:.2} {over}",
-                h.name, now.demand, h.capacity_cpu
-            );
-            if let Some((phase, progress)) = now.watched {
-                watched = Some((h.name, phase, progress));
+            line += &format!("  {} {:.2}/{:.2} {over}", h.name, n.demand, h.capacity_cpu);
+            if let Some(w) = n.watched {
+                watched = Some((h.name, w.phase, w.progress));
             }
         }
         if let Some((host, phase, progress)) = &watched {
@@ -367,7 +400,6 @@ pub fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         "Augur demo: three hosts on this machine, each a whole augurd, meshed over loopback."
     )?;
     let cluster = Cluster::start(&runtime, dir.path(), &PLANS, SAMPLE_MS)?;
-    let watched_started = Instant::now();
     for (plan, h) in PLANS.iter().zip(&cluster.hosts) {
         let vms: Vec<String> = plan
             .vms
@@ -388,14 +420,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         "Each host has an admin socket, e.g.: augurctl --socket {} explain {WATCHED}",
         cluster.hosts[0].socket.display()
     )?;
-    let result = story(
-        &cluster,
-        &options,
-        cycle,
-        watched_started,
-        &interrupted,
-        &mut out,
-    );
+    let result = story(&cluster, &options, cycle, &interrupted, &mut out);
     cluster.shutdown(&runtime);
     let report = result?;
     print_summary(&report, &mut out)?;
@@ -406,7 +431,6 @@ fn story(
     cluster: &Cluster,
     options: &DemoOptions,
     cycle: f64,
-    watched_started: Instant,
     interrupted: &AtomicBool,
     out: &mut impl Write,
 ) -> anyhow::Result<DemoReport> {
@@ -423,7 +447,12 @@ fn story(
         meshing.elapsed().as_secs_f64()
     )?;
     let started = Instant::now();
-    let learn_end = watched_started + Duration::from_secs_f64(cycle * options.learn_cycles as f64);
+    // Learning ends with the watched VM's last learning cycle, by its own clock.
+    let cycles_left = options.learn_cycles as f64 - 1.0;
+    let learn_end = Instant::now()
+        + Duration::from_secs_f64(
+            until_next_cycle(cluster, cycle).unwrap_or(cycle) + cycle * cycles_left,
+        );
     writeln!(
         out,
         "\nLearning: {} cycles of {WATCHED} ({:.0} s each) with automatic moves paused.\n\
@@ -450,12 +479,11 @@ fn story(
             )?;
         }
         // Moves go on at the start of a cycle, so that every acting cycle is a whole one.
-        let now = Instant::now();
-        let into_cycle = (now - watched_started).as_secs_f64() % cycle;
-        let next_cycle = now + Duration::from_secs_f64(cycle - into_cycle);
+        let next_cycle = Instant::now()
+            + Duration::from_secs_f64(until_next_cycle(cluster, cycle).unwrap_or(0.0));
         story.run_until(Stage::Learning, next_cycle, interrupted, out)?;
-        cluster.set_paused(false);
         story.forget_decisions();
+        cluster.set_paused(false);
         writeln!(
             out,
             "\nActing: automatic moves on for {} cycles; each host plans every second on its {} s forecast.",
@@ -514,6 +542,8 @@ fn train_all(
             .collect();
         while !runs.iter().all(|r| r.is_finished()) {
             meanwhile(Instant::now() + Duration::from_millis(200))?;
+            // Interrupted, `meanwhile` returns at once; training cannot be cut short.
+            std::thread::sleep(Duration::from_millis(20));
         }
         Ok(runs.into_iter().filter_map(|r| r.join().ok()).collect())
     })

@@ -15,8 +15,8 @@ const MAX_ENTRIES: usize = 16_384;
 #[derive(Debug)]
 struct Entry {
     generation: u64,
-    /// Absolute step (unix seconds / step) of the last origin walked.
-    last: usize,
+    /// Absolute step (unix seconds / step) of the next origin to walk.
+    next: usize,
     /// One walk per model horizon, in the model's order.
     walks: Vec<AdaptiveWalk>,
 }
@@ -55,16 +55,14 @@ impl AdaptiveBounds {
             .entry((history.id, resource))
             .or_insert_with(|| Entry {
                 generation,
-                last: 0,
+                next: 0,
                 walks: Vec::new(),
             });
-        if entry.generation != generation
-            || entry.walks.len() != horizons.len()
-            || entry.last > now_abs
-        {
+        // A caller whose history is behind the walk gets bounds as the walk stands.
+        if entry.generation != generation || entry.walks.len() != horizons.len() {
             *entry = Entry {
                 generation,
-                last: first_abs + warm_start.saturating_sub(1),
+                next: first_abs + warm_start,
                 walks: horizons
                     .iter()
                     .map(|&h| AdaptiveWalk::new(model, h))
@@ -72,7 +70,7 @@ impl AdaptiveBounds {
             };
         }
         // Origins not walked yet, never more than a season back.
-        let from = (entry.last + 1).saturating_sub(first_abs).max(warm_start);
+        let from = entry.next.saturating_sub(first_abs).max(warm_start);
         let origins: Vec<(usize, usize)> = (from..=t)
             .flat_map(|o| horizons.iter().map(move |&h| (o, h)))
             .collect();
@@ -102,7 +100,7 @@ impl AdaptiveBounds {
                 latest.push(f);
             }
         }
-        entry.last = now_abs;
+        entry.next = now_abs + 1;
         Ok(latest)
     }
 }

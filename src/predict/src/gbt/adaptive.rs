@@ -8,8 +8,9 @@
 //! after each outcome `q ← q·exp(η(miss − α*))`, where `α*` is the target miss rate (one minus the
 //! level), `miss` is 1 when the value came out above its bound, and `η` is [`RATE`]; at the target
 //! miss rate `q` holds still. Unlike a level, the quantile can grow past the largest calibration
-//! residual, which spiky series need, and it grows as fast for a series of any scale. A bound at origin `t` uses the outcomes of earlier bounds whose targets are
-//! at or before `t` only, so nothing later than `y[t]` is read.
+//! residual, which spiky series need, and it grows as fast for a series of any scale. A bound at
+//! origin `t` uses the outcomes of earlier bounds whose targets are before `t` only (online, step
+//! `t` is still filling up), so nothing later than `y[t]` is read.
 
 use super::{Forecast, GbtModel, RawForecast, Scale, VmSeries};
 use std::collections::VecDeque;
@@ -69,7 +70,7 @@ impl AdaptiveWalk {
     }
 
     /// The forecast at origin `t` (later than any before; any numbering of steps, the same
-    /// throughout) of `raw`, with its bound at the level adapted on every outcome known at `t`.
+    /// throughout) of `raw`, with its bound adapted on every outcome whose target is before `t`.
     /// `value_at` gives the actual value at a step, `None` where there is none (that outcome
     /// is skipped).
     pub fn step(
@@ -80,7 +81,9 @@ impl AdaptiveWalk {
         value_at: impl Fn(usize) -> Option<f64>,
     ) -> Forecast {
         while let Some(&(target, upper)) = self.pending.front() {
-            if target > t {
+            // Only steps before the origin count: online, the origin's own step is still
+            // filling up.
+            if target >= t {
                 break;
             }
             if let Some(actual) = value_at(target) {

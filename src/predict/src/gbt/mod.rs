@@ -190,14 +190,19 @@ impl GbtModel {
         // Fit on the first 90% of each training part, calibrate on its last 10%.
         let mut fit = Vec::new();
         let mut cal_origins = Vec::new();
+        // Histories all shorter than two seasons are too few origins to thin.
+        let longest = train_end.iter().max().copied().unwrap_or(0);
+        let stride = if longest < 2 * crate::SEASON {
+            1
+        } else {
+            STRIDE
+        };
         for (v, &end) in train_end.iter().enumerate() {
             let end = end.min(vms[v].target.len());
             let fit_end = (end as f64 * 0.9) as usize;
             // Origins start a day in, where every feature window is full; on shorter histories,
             // a third of the way in.
             let first = crate::SEASON.min(fit_end / 3);
-            // Histories shorter than two seasons are too few origins to thin.
-            let stride = if end < 2 * crate::SEASON { 1 } else { STRIDE };
             for (i, t) in (first..fit_end.saturating_sub(max_h))
                 .step_by(stride)
                 .enumerate()
@@ -211,7 +216,10 @@ impl GbtModel {
                 .extend((fit_end.saturating_sub(max_h)..end.saturating_sub(max_h)).map(|t| (v, t)));
         }
         if fit.len() < 100 || cal_origins.is_empty() {
-            return Err("too little training data (a day and more of history is needed)".into());
+            return Err(format!(
+                "too little training data ({} rows; 100 are needed: a day of history at 5-minute steps, a few hundred steps at shorter ones)",
+                fit.len()
+            ));
         }
         // Thinned by origin, never by horizon, so every horizon keeps its share of residuals.
         let step = cal_origins.len().div_ceil(CALIBRATION_PER_HORIZON);
