@@ -108,7 +108,7 @@ fn mem_total_mib() -> f64 {
 
 impl Orchestrator {
     /// The mesh member described by `config` (not yet listening).
-    /// `horizon_s` is the planning horizon: the first forecast horizon.
+    /// `horizon_s` is the planning horizon: the shortest forecast horizon.
     pub fn new(config: &MeshConfig, horizon_s: u32) -> anyhow::Result<Self> {
         let key = MeshKey::load(&config.key_file)?;
         let capacity = Demand {

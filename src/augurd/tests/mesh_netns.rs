@@ -453,19 +453,12 @@ fn a_source_that_dies_after_its_reservation_leaves_nothing_behind() {
     let _ = a.child.wait();
     println!("host-a killed with host-b's reservation held");
     // host-b notices the stream end and starts nothing; the room frees when the lease lapses.
-    wait_for(
-        "host-b's reservation to lapse",
-        Duration::from_secs(60),
-        || (peers(&b).reservations == 0).then_some(()),
-    );
+    room_freed(&b, Duration::from_secs(60));
     println!(
         "host-b released the room {:.1} s after host-a died",
         killed.elapsed().as_secs_f64()
     );
-    match call(&b, Request::Vms) {
-        Ok(Reply::Vms { vms }) => assert!(vms.is_empty(), "host-b runs nothing: {vms:?}"),
-        other => panic!("host-b answers: {other:?}"),
-    }
+    assert_runs_nothing(&b);
     let log = std::fs::read_to_string(dir.path().join("host-b.log")).unwrap_or_default();
     println!(
         "host-a died {}",
@@ -489,6 +482,20 @@ fn guest(d: &Daemon, name: &str) -> Option<(String, u64)> {
             .find(|v| v.name == name)
             .map(|v| (v.state, v.progress)),
         other => panic!("vms: {other:?}"),
+    }
+}
+
+/// Waits until `d` holds no reservation.
+fn room_freed(d: &Daemon, timeout: Duration) {
+    wait_for("the reservation to lapse", timeout, || {
+        (peers(d).reservations == 0).then_some(())
+    });
+}
+
+fn assert_runs_nothing(d: &Daemon) {
+    match call(d, Request::Vms) {
+        Ok(Reply::Vms { vms }) => assert!(vms.is_empty(), "the target runs nothing: {vms:?}"),
+        other => panic!("the target answers: {other:?}"),
     }
 }
 
@@ -555,11 +562,7 @@ fn a_partition_after_the_grant_fails_the_move_and_frees_the_room() {
         failed.error.as_deref().unwrap_or("-")
     );
     still_running(&a, "big");
-    wait_for(
-        "host-b's reservation to lapse",
-        Duration::from_secs(90),
-        || (peers(&b).reservations == 0).then_some(()),
-    );
+    room_freed(&b, Duration::from_secs(90));
     println!(
         "host-b's room was free {:.1} s into the partition",
         cut.elapsed().as_secs_f64()
@@ -570,9 +573,6 @@ fn a_partition_after_the_grant_fails_the_move_and_frees_the_room() {
         Ok(Reply::Orchestrator { .. })
     ));
     net.set_linked(1, true);
-    match call(&b, Request::Vms) {
-        Ok(Reply::Vms { vms }) => assert!(vms.is_empty(), "host-b runs nothing: {vms:?}"),
-        other => panic!("host-b answers: {other:?}"),
-    }
+    assert_runs_nothing(&b);
     assert!(guest(&a, "big").is_some(), "the guest is on host-a, once");
 }

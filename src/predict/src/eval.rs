@@ -9,7 +9,7 @@
 //! seasonal-naive MAE (season 288, on the training part), averaged over series, as GIFT-Eval
 //! computes it. Series too short for a season of training, and (for MASE only) series whose
 //! seasonal-naive MAE is zero, are left out and counted. augur-gbt's upper bound is adaptive: its
-//! level follows the misses of the series' own earlier bounds whose outcomes are known by each
+//! quantile follows the misses of the series' own earlier bounds whose outcomes are known by each
 //! origin ([`crate::gbt::adaptive`]).
 
 use crate::baselines::Forecaster;
@@ -254,9 +254,9 @@ pub fn evaluate_gbt(
         .collect())
 }
 
-/// augur-gbt's forecasts for `pairs`, each bound at the level adapted on the series' own
+/// augur-gbt's forecasts for `pairs`, each bound at the quantile adapted on the series' own
 /// outcomes known by its origin ([`crate::gbt::adaptive`]): per horizon, every origin from a
-/// season before the first asked for is walked in order, so the level has settled by then.
+/// season before the first asked for is walked in order, so the quantile has settled by then.
 fn adaptive_forecasts(
     model: &GbtModel,
     vm: &VmSeries,

@@ -28,7 +28,7 @@ pub struct AdaptiveBounds {
 
 impl AdaptiveBounds {
     /// Forecasts of `vm` (the series of `history`'s `resource`) at its last step, at every
-    /// horizon of `model` (generation `generation`), each bound at its adapted level.
+    /// horizon of `model` (generation `generation`), each bound at its adapted quantile.
     #[allow(clippy::too_many_arguments)]
     pub fn forecast(
         &mut self,
@@ -79,7 +79,7 @@ impl AdaptiveBounds {
                 .and_then(|i| vm.target.get(i).copied())
         };
         if origins.is_empty() {
-            // This step was forecast already: the same origin, at the levels reached.
+            // This step was forecast already: the same origin, at the quantiles reached.
             let raw = model.forecast_raw(
                 vm,
                 scales,

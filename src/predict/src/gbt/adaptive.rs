@@ -48,8 +48,8 @@ impl AdaptiveQuantile {
     }
 }
 
-/// Walks the origins of one horizon in order, setting each bound at the adapted level and
-/// learning from each outcome once its target is no later than the origin being forecast.
+/// Walks the origins of one horizon in order, setting each bound at the adapted quantile and
+/// learning from each outcome once its target is before the origin being forecast.
 #[derive(Debug, Clone)]
 pub struct AdaptiveWalk {
     pub state: AdaptiveQuantile,
@@ -96,7 +96,7 @@ impl AdaptiveWalk {
         forecast
     }
 
-    /// `raw` with its bound at the level adapted so far, learning nothing.
+    /// `raw` with its bound at the quantile adapted so far, learning nothing.
     pub fn bound(&self, raw: &RawForecast, clamp: Option<(f64, f64)>) -> Forecast {
         raw.with_quantile(self.state.quantile(), clamp)
     }

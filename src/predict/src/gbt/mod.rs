@@ -81,7 +81,7 @@ pub struct GbtModel {
     compact: compact::CompactTrees,
     /// Horizons (steps) it was trained and calibrated for, ascending.
     horizons: Vec<usize>,
-    /// Conformal quantile (σ units) per horizon at `level`, same order.
+    /// Conformal quantile (σ units) per horizon, same order.
     quantiles: Vec<f64>,
     /// How many extra columns each VM must have.
     others: usize,
@@ -112,14 +112,15 @@ fn booster(settings: &Settings) -> GradientBooster {
         .set_parallel(true)
 }
 
-/// The conformal quantile of ascending `sorted` residuals: the `ceil((n+1)·level)`-th smallest.
-fn conformal_quantile(sorted: &[f64], level: f64) -> f64 {
-    let n = sorted.len();
-    if n == 0 {
+/// The conformal quantile: the `ceil((n+1)·level)`-th smallest residual.
+fn conformal_quantile(mut residuals: Vec<f64>, level: f64) -> f64 {
+    if residuals.is_empty() {
         return 0.0;
     }
+    residuals.sort_by(f64::total_cmp);
+    let n = residuals.len();
     let rank = (((n + 1) as f64) * level).ceil() as usize;
-    sorted[rank.clamp(1, n) - 1]
+    residuals[rank.clamp(1, n) - 1]
 }
 
 /// A forecast before its bound is set: the centre and the bound's unit (`spread · σ`), both in
@@ -273,10 +274,7 @@ impl GbtModel {
         }
         let quantiles = residuals
             .into_iter()
-            .map(|mut r| {
-                r.sort_by(f64::total_cmp);
-                conformal_quantile(&r, settings.level)
-            })
+            .map(|r| conformal_quantile(r, settings.level))
             .collect();
         Ok(GbtModel {
             compact: compact::CompactTrees::of(&booster)?,
