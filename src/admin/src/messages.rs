@@ -253,6 +253,9 @@ pub struct DecisionReply {
     pub trigger: String,
     pub peak_share: f64,
     pub peak_resource: String,
+    /// The chance, by the forecasts, that the host's demand exceeds its capacity at the horizon.
+    #[serde(default)]
+    pub overload_risk: f64,
     /// The VM chosen to move, and where.
     pub vm: Option<String>,
     pub target: Option<String>,
@@ -261,6 +264,9 @@ pub struct DecisionReply {
     pub predicted_downtime_s: Option<f64>,
     pub source_after: Option<f64>,
     pub target_after: Option<f64>,
+    /// How much the chosen move lowers the expected number of overloaded hosts.
+    #[serde(default)]
+    pub risk_avoided: Option<f64>,
     /// Every VM the decision looked at.
     pub considered: Vec<String>,
     /// Alternatives not taken, with why.

@@ -430,23 +430,25 @@ pub fn explain(vm: &str, decisions: &[crate::DecisionReply]) -> String {
     for d in decisions {
         let _ = writeln!(
             out,
-            "{}: host {} {} (peak {} at {:.0}%)",
+            "{}: host {} {} (peak {} at {:.0}%, chance of overload {:.0}%)",
             d.at_s,
             d.host,
             d.trigger,
             d.peak_resource,
-            d.peak_share * 100.0
+            d.peak_share * 100.0,
+            d.overload_risk * 100.0
         );
         match (&d.vm, &d.target) {
             (Some(v), Some(t)) => {
                 let _ = writeln!(
                     out,
-                    "  chose {v} → {t} by {} (predicted {:.2} s, downtime {:.3} s; source after {:.0}%, target after {:.0}%): {}",
+                    "  chose {v} → {t} by {} (predicted {:.2} s, downtime {:.3} s; source after {:.0}%, target after {:.0}%; overloaded hosts expected {:.2} fewer): {}",
                     d.method.as_deref().unwrap_or("-"),
                     d.predicted_total_s.unwrap_or(0.0),
                     d.predicted_downtime_s.unwrap_or(0.0),
                     d.source_after.unwrap_or(0.0) * 100.0,
                     d.target_after.unwrap_or(0.0) * 100.0,
+                    d.risk_avoided.unwrap_or(0.0),
                     d.action
                 );
             }

@@ -3,7 +3,7 @@
 use crate::eval::TraceFormat;
 use anyhow::Context;
 use augur_predict::trace::{gwa, wide, Resource};
-use augur_sim::{simulate, Policy, SimConfig, SimReport, SimVm};
+use augur_sim::{simulate, Policy, Rules, SimConfig, SimReport, SimVm};
 use std::path::PathBuf;
 
 /// Memory given to VMs of traces that do not say (wide CPU traces), and the share of it in use.
@@ -24,8 +24,8 @@ pub struct SimulateArgs {
     /// sized so the VMs' mean demand fills --fill of the hosts.
     #[arg(long)]
     pub host_capacity: Option<f64>,
-    /// none, reactive or proactive; several separated by commas (or "all") replay the same
-    /// placement under each, draw them in one SVG and print one report (JSON object) per policy.
+    /// none, reactive, proactive or oracle (the planner given the actual future: a reference,
+    /// not a policy); several separated by commas (or "all") replay the same placement under each, draw them in one SVG and print one report (JSON object) per policy.
     #[arg(long)]
     pub policy: String,
     /// Share of the hosts' capacity the VMs' mean demand fills when --host-capacity is not given.
@@ -41,6 +41,12 @@ pub struct SimulateArgs {
     /// The planning horizon of the proactive policy, in 5-minute steps.
     #[arg(long, default_value_t = 3)]
     pub horizon_steps: usize,
+    /// Migrations the whole cluster may start per hour (every policy obeys it).
+    #[arg(long, default_value_t = 12)]
+    pub moves_per_hour: u32,
+    /// Migrations in flight at once in the whole cluster (every policy obeys it).
+    #[arg(long, default_value_t = 4)]
+    pub concurrent: u32,
     /// Draw host utilisation, overloads and migrations to this SVG file.
     #[arg(long)]
     pub svg: Option<PathBuf>,
@@ -96,7 +102,7 @@ fn load(args: &SimulateArgs) -> anyhow::Result<(Vec<SimVm>, usize)> {
 
 pub fn run(args: &SimulateArgs, json: bool) -> anyhow::Result<()> {
     let names: Vec<&str> = if args.policy == "all" {
-        vec!["none", "reactive", "proactive"]
+        vec!["none", "reactive", "proactive", "oracle"]
     } else {
         args.policy.split(',').map(str::trim).collect()
     };
@@ -115,6 +121,9 @@ pub fn run(args: &SimulateArgs, json: bool) -> anyhow::Result<()> {
         .is_some_and(|c| !(c.is_finite() && c > 0.0))
     {
         anyhow::bail!("--host-capacity must be a positive number");
+    }
+    if args.moves_per_hour == 0 || args.concurrent == 0 {
+        anyhow::bail!("--moves-per-hour and --concurrent must be at least 1");
     }
     if !(1..=288).contains(&args.horizon_steps) {
         anyhow::bail!("--horizon-steps must be 1 to 288");
@@ -136,6 +145,12 @@ pub fn run(args: &SimulateArgs, json: bool) -> anyhow::Result<()> {
             warmup_steps: warmup,
             retrain_steps: 7 * 288,
             horizon_steps: args.horizon_steps,
+            rules: Rules {
+                max_moves_per_hour: args.moves_per_hour,
+                max_concurrent_mesh: args.concurrent,
+                max_moves_per_plan: args.concurrent as usize,
+                ..Rules::default()
+            },
             ..SimConfig::default()
         };
         let report = simulate(&vms, &config).map_err(|e| anyhow::anyhow!(e))?;

@@ -392,6 +392,7 @@ impl Orchestrator {
         };
         let rules = Rules {
             target_share: self.config.limit.min(0.8),
+            bound_level: host.config.forecast.level,
             link: augur_plan::cost::Link {
                 bandwidth: host.migration_bandwidth().0,
                 max_downtime_s: host.config.libvirt.max_downtime_ms as f64 / 1000.0,
@@ -411,6 +412,7 @@ impl Orchestrator {
                     trigger: decision.trigger.clone(),
                     peak_share: decision.peak_share,
                     peak_resource: decision.peak_resource.clone(),
+                    overload_risk: decision.overload_risk,
                     vm: chosen.map(|m| m.vm.clone()),
                     target: chosen.map(|m| m.to.clone()),
                     method: chosen.map(|m| m.cost.method.as_str().to_string()),
@@ -418,6 +420,7 @@ impl Orchestrator {
                     predicted_downtime_s: chosen.map(|m| m.cost.downtime_s),
                     source_after: chosen.map(|m| m.source_after),
                     target_after: chosen.map(|m| m.target_after),
+                    risk_avoided: chosen.map(|m| m.risk_avoided),
                     considered: local.host.vms.iter().map(|v| v.id.clone()).collect(),
                     rejected: decision
                         .rejected

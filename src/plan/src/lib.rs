@@ -14,6 +14,7 @@ pub mod cost;
 pub mod limits;
 mod model;
 mod planner;
+pub mod risk;
 
 pub use cost::{migration_cost, Link, Method, MigrationCost};
 pub use model::{Cluster, Host, HostId, MoveRecord, Resources, Rules, Vm, VmId};

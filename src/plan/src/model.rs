@@ -97,6 +97,34 @@ impl Host {
     }
 
     fn upper_of<'a>(&self, vms: impl Iterator<Item = &'a Vm>) -> Resources {
+        let (mean, margin) = self.moments_of(vms);
+        Resources {
+            cpu: mean.cpu + margin[0],
+            mem: mean.mem + margin[1],
+            disk: mean.disk + margin[2],
+            net: mean.net + margin[3],
+        }
+    }
+
+    /// The chance that any resource's demand exceeds its capacity at the horizon, reading the
+    /// host's bound as the `z` quantile (see [`crate::risk`]); with `extra` added and the VM
+    /// `without` taken away.
+    pub fn overload_risk(&self, extra: Option<&Vm>, without: Option<&str>, z: f64) -> f64 {
+        let vms = self
+            .vms
+            .iter()
+            .filter(|v| Some(v.id.as_str()) != without)
+            .chain(extra);
+        let (mean, margin) = self.moments_of(vms);
+        (0..4)
+            .filter(|&i| self.capacity.get(i) > 0.0)
+            .map(|i| crate::risk::overload_risk(mean.get(i), margin[i], self.capacity.get(i), z))
+            .fold(0.0, f64::max)
+    }
+
+    /// The sum of the VMs' means (and the reservations), and the root of the sum of their
+    /// squared margins, per resource.
+    fn moments_of<'a>(&self, vms: impl Iterator<Item = &'a Vm>) -> (Resources, [f64; 4]) {
         let mut mean = self.reserved;
         let mut margin2 = [0.0f64; 4];
         for vm in vms {
@@ -106,12 +134,7 @@ impl Host {
                 *m += margin * margin;
             }
         }
-        Resources {
-            cpu: mean.cpu + margin2[0].sqrt(),
-            mem: mean.mem + margin2[1].sqrt(),
-            disk: mean.disk + margin2[2].sqrt(),
-            net: mean.net + margin2[3].sqrt(),
-        }
+        (mean, margin2.map(f64::sqrt))
     }
 }
 
@@ -142,6 +165,13 @@ pub struct Rules {
     pub target_share: f64,
     /// A move must lower the source's peak share by at least this much.
     pub min_gain: f64,
+    /// Off a host at risk of overload (a chance of at least [`Rules::min_risk_drop`]), a move
+    /// must lower the expected number of overloaded hosts (source and target together) by at
+    /// least this much: a move that leaves the source as overloaded as before, or passes the
+    /// risk on to its target, spends the budget for nothing.
+    pub min_risk_drop: f64,
+    /// The coverage level of the forecasts' upper bounds (the forecaster's `level`).
+    pub bound_level: f64,
     /// A moved VM stays put for `cooldown_s · 2^(moves in the last day - 1)`.
     pub cooldown_s: i64,
     pub max_concurrent_per_host: u32,
@@ -158,6 +188,8 @@ impl Default for Rules {
             trigger_share: 0.9,
             target_share: 0.8,
             min_gain: 0.05,
+            min_risk_drop: 0.01,
+            bound_level: 0.95,
             cooldown_s: 1800,
             max_concurrent_per_host: 1,
             max_concurrent_mesh: 4,

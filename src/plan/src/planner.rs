@@ -3,6 +3,7 @@
 use crate::cost::{migration_cost, Method, MigrationCost};
 use crate::limits::{cooldown_left, moves_in_last_hour};
 use crate::model::{Cluster, Host, HostId, Resources, Rules, Vm, VmId};
+use crate::risk::quantile_z;
 use serde::Serialize;
 
 /// A proposed migration.
@@ -17,7 +18,11 @@ pub struct Move {
     pub source_after: f64,
     pub target_before: f64,
     pub target_after: f64,
-    /// What the choice maximised: the source's drop in peak share, less the cost.
+    /// How much the move lowers the expected number of overloaded hosts at the horizon: the
+    /// source's chance of overload falls, the target's may rise.
+    pub risk_avoided: f64,
+    /// What the choice maximised: the source's drop in peak share plus the risk avoided, less
+    /// the cost.
     pub score: f64,
 }
 
@@ -37,6 +42,8 @@ pub struct Decision {
     pub trigger: String,
     pub peak_share: f64,
     pub peak_resource: String,
+    /// The chance that the host's demand exceeds its capacity at the horizon, by its forecast.
+    pub overload_risk: f64,
     pub chosen: Option<Move>,
     pub rejected: Vec<Rejected>,
     /// When nothing was chosen: why.
@@ -88,16 +95,23 @@ pub fn plan(cluster: &Cluster, rules: &Rules) -> Plan {
         .saturating_sub(moves_in_last_hour(&cluster.history, cluster.now_s));
     let mut mesh_slots = rules.max_concurrent_mesh.saturating_sub(cluster.migrating);
 
-    // Hottest first; hosts in maintenance are drained after.
-    let mut order: Vec<(usize, f64)> = hosts
+    let z = quantile_z(rules.bound_level);
+    // Most at risk of overload first, then hottest; hosts in maintenance are drained after.
+    let mut order: Vec<(usize, f64, f64)> = hosts
         .iter()
         .enumerate()
-        .map(|(i, h)| (i, share(&h.demand_upper(), h).0))
+        .map(|(i, h)| {
+            (
+                i,
+                h.overload_risk(None, None, z),
+                share(&h.demand_upper(), h).0,
+            )
+        })
         .collect();
-    order.sort_by(|a, b| b.1.total_cmp(&a.1));
-    order.sort_by_key(|(i, _)| hosts[*i].maintenance);
+    order.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.total_cmp(&a.2)));
+    order.sort_by_key(|(i, _, _)| hosts[*i].maintenance);
 
-    for (src, _) in order {
+    for (src, _, _) in order {
         loop {
             let host = &hosts[src];
             let (peak, resource) = share(&host.demand_upper(), host);
@@ -113,6 +127,7 @@ pub fn plan(cluster: &Cluster, rules: &Rules) -> Plan {
                 trigger: trigger.into(),
                 peak_share: peak,
                 peak_resource: resource.into(),
+                overload_risk: host.overload_risk(None, None, z),
                 chosen: None,
                 rejected: Vec::new(),
                 note: None,
@@ -136,7 +151,7 @@ pub fn plan(cluster: &Cluster, rules: &Rules) -> Plan {
                 out.decisions.push(decision);
                 break;
             }
-            let best = best_move(&hosts, src, cluster, rules, &mut decision.rejected);
+            let best = best_move(&hosts, src, cluster, rules, z, &mut decision.rejected);
             let Some(chosen) = best else {
                 decision.note = Some("no move is safe and worth it".into());
                 out.decisions.push(decision);
@@ -159,11 +174,15 @@ fn best_move(
     src: usize,
     cluster: &Cluster,
     rules: &Rules,
+    z: f64,
     rejected: &mut Vec<Rejected>,
 ) -> Option<Move> {
     let source = &hosts[src];
     let source_demand = source.demand_upper();
     let (source_before, _) = share(&source_demand, source);
+    let source_risk = source.overload_risk(None, None, z);
+    // A host at risk must have that risk lowered; one merely above the trigger keeps headroom.
+    let needs_risk_drop = !source.maintenance && source_risk >= rules.min_risk_drop;
     let mut best: Option<Move> = None;
     for vm in &source.vms {
         if let Some(reason) = candidate_reason(vm, cluster, rules) {
@@ -175,6 +194,7 @@ fn best_move(
             continue;
         }
         let (source_after, _) = share(&source.upper_without(&vm.id), source);
+        let source_risk_after = source.overload_risk(None, Some(&vm.id), z);
         let gain = source_before - source_after;
         if !source.maintenance && gain < rules.min_gain {
             rejected.push(Rejected {
@@ -236,7 +256,24 @@ fn best_move(
                 )));
                 continue;
             }
+            let target_risk = target.overload_risk(None, None, z);
+            let target_risk_after = target.overload_risk(Some(vm), None, z);
+            let risk_avoided =
+                (source_risk - source_risk_after) - (target_risk_after - target_risk);
+            if needs_risk_drop && risk_avoided < rules.min_risk_drop {
+                rejected.push(reject(format!(
+                    "avoids too little risk of overload: the host's chance {:.0}% -> {:.0}%, \
+                     the target's {:.0}% -> {:.0}% (minimum drop {:.0} points)",
+                    source_risk * 100.0,
+                    source_risk_after * 100.0,
+                    target_risk * 100.0,
+                    target_risk_after * 100.0,
+                    rules.min_risk_drop * 100.0
+                )));
+                continue;
+            }
             let score = gain
+                + risk_avoided
                 - COST_PER_HOUR * cost.total_s / 3600.0
                 - method_penalty(cost.method)
                 // Among equals, the emptier target.
@@ -250,6 +287,7 @@ fn best_move(
                 source_after,
                 target_before,
                 target_after,
+                risk_avoided,
                 score,
             };
             match &best {

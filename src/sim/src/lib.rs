@@ -14,6 +14,7 @@ mod policy;
 pub mod svg;
 mod world;
 
+pub use augur_plan::Rules;
 pub use metrics::SimReport;
 pub use placement::place_first_fit;
 pub use policy::Policy;

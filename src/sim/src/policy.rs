@@ -15,6 +15,10 @@ pub enum Policy {
     Reactive,
     /// Augur's planner on forecasts from augur-gbt trained online on the past only.
     Proactive,
+    /// Augur's planner given each VM's actual demand at the horizon as its forecast (mean and
+    /// bound alike), under the same limits: not a policy anyone can run, but the reference for
+    /// how far a better forecaster could take the planner.
+    Oracle,
 }
 
 impl Policy {
@@ -23,6 +27,7 @@ impl Policy {
             Policy::None => "none",
             Policy::Reactive => "reactive",
             Policy::Proactive => "proactive",
+            Policy::Oracle => "oracle",
         }
     }
 }
@@ -34,8 +39,9 @@ impl std::str::FromStr for Policy {
             "none" => Ok(Policy::None),
             "reactive" => Ok(Policy::Reactive),
             "proactive" => Ok(Policy::Proactive),
+            "oracle" => Ok(Policy::Oracle),
             other => Err(format!(
-                "unknown policy {other:?} (none, reactive or proactive)"
+                "unknown policy {other:?} (none, reactive, proactive or oracle)"
             )),
         }
     }

@@ -154,6 +154,20 @@ pub fn simulate(vms: &[SimVm], config: &SimConfig) -> Result<SimReport, String> 
                 )
             }
             Policy::Proactive => Vec::new(),
+            Policy::Oracle if deciding => {
+                let foresight: Vec<(f64, f64)> = vms
+                    .iter()
+                    .map(|vm| {
+                        let end = (t + config.horizon_steps).min(steps - 1);
+                        let peak = vm.cpu[t + 1..=end].iter().fold(0.0f64, |a, b| a.max(*b));
+                        (peak, peak)
+                    })
+                    .collect();
+                proactive_moves(
+                    vms, &host_of, &foresight, capacity, &history, now_s, t, config,
+                )
+            }
+            Policy::Oracle => Vec::new(),
         };
         if t >= config.warmup_steps {
             // The moves decided now act from the next step; their overhead falls in this one.

@@ -242,3 +242,41 @@ fn host_bounds_add_margins_in_quadrature_not_in_sum() {
     let with = host("g", vec![]).upper_with(Some(&a)).cpu;
     assert!((with - 2.0).abs() < 1e-9);
 }
+
+#[test]
+fn a_host_that_stays_overloaded_whatever_leaves_spends_no_move() {
+    // "g" alone needs 20 of the 16 cores: moving a small neighbour away frees nothing that
+    // matters, so the budget is kept for hosts a move can save.
+    let mut g = vm("g", 20.0, 20.5);
+    g.forecast_mean = cpu(20.0);
+    let a = host("a", vec![g, vm("a2", 2.0, 3.0)]);
+    let c = cluster(vec![a, host("b", vec![vm("b1", 1.0, 2.0)])]);
+    let p = plan(&c, &Rules::default());
+    assert!(p.moves.is_empty(), "{p:#?}");
+    let d = &p.decisions[0];
+    assert!(d.overload_risk > 0.99, "{d:#?}");
+    assert!(
+        d.rejected
+            .iter()
+            .any(|r| r.vm == "a2" && r.reason.contains("avoids too little risk")),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn the_host_most_at_risk_is_served_first_and_the_move_says_what_it_avoids() {
+    let rules = Rules {
+        max_moves_per_plan: 1,
+        ..Rules::default()
+    };
+    // "a" is forecast at 17 of 16 cores, "z" at 15.5: both hot, only "a" likely overloaded.
+    let z = host(
+        "z",
+        vec![vm("z1", 4.0, 8.0), vm("z2", 3.0, 4.5), vm("z3", 2.0, 3.0)],
+    );
+    let c = cluster(vec![z, hot(), host("c", vec![vm("c1", 1.0, 2.0)])]);
+    let p = plan(&c, &rules);
+    assert_eq!(p.moves.len(), 1, "{p:#?}");
+    assert_eq!(p.moves[0].from, "a");
+    assert!(p.moves[0].risk_avoided > 0.05, "{:?}", p.moves[0]);
+}

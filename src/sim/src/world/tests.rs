@@ -79,6 +79,25 @@ fn both_policies_relieve_hosts_and_proactive_overloads_less_than_reactive() {
 }
 
 #[test]
+fn the_oracle_plans_on_the_actual_future_and_is_not_outdone_by_the_forecaster() {
+    let vms = batch_vms(12, 6);
+    let none = simulate(&vms, &config(Policy::None)).unwrap();
+    let proactive = simulate(&vms, &config(Policy::Proactive)).unwrap();
+    let oracle = simulate(&vms, &config(Policy::Oracle)).unwrap();
+    assert_eq!(oracle.policy, "oracle");
+    assert!(oracle.migrations > 0, "{oracle:?}");
+    assert!(oracle.forecast_mae.is_none());
+    assert!(
+        oracle.overload_host_minutes < none.overload_host_minutes
+            && oracle.overload_host_minutes <= proactive.overload_host_minutes,
+        "oracle {} vs none {} and proactive {}",
+        oracle.overload_host_minutes,
+        none.overload_host_minutes,
+        proactive.overload_host_minutes
+    );
+}
+
+#[test]
 fn placement_is_reproducible_from_the_seed() {
     let vms = batch_vms(12, 1);
     let a = place_first_fit(&vms, 4, 3000.0, 0.7, 7);
