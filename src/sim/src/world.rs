@@ -5,7 +5,7 @@ use crate::placement::place_first_fit;
 use crate::policy::{reactive_choice, Policy, REACTIVE_STEPS, REACTIVE_THRESHOLD};
 use augur_plan::limits::{cooldown_left, moves_in_last_hour};
 use augur_plan::{migration_cost, Cluster, Host, MoveRecord, Resources, Rules, Vm};
-use augur_predict::gbt::{features, GbtModel, Settings, VmSeries};
+use forecaster::Forecaster;
 
 /// One traced VM: CPU demand per step (in the same unit as host capacity, e.g. MHz) and its
 /// memory.
@@ -142,16 +142,18 @@ pub fn simulate(vms: &[SimVm], config: &SimConfig) -> Result<SimReport, String> 
                 }
                 let forecasts = forecaster.forecast(vms, t, config)?;
                 if t >= config.warmup_steps {
-                    for (v, (mean, _)) in forecasts.iter().enumerate() {
+                    for (v, f) in forecasts.iter().enumerate() {
                         if let Some(actual) = vms[v].cpu.get(t + config.horizon_steps) {
-                            fc_err += (mean - actual).abs();
+                            fc_err += (f.at_horizon - actual).abs();
                             fc_n += 1;
                         }
                     }
                 }
-                proactive_moves(
-                    vms, &host_of, &forecasts, capacity, &history, now_s, t, config,
-                )
+                let peaks: Vec<(f64, f64)> = forecasts
+                    .iter()
+                    .map(|f| (f.peak_mean, f.peak_upper))
+                    .collect();
+                proactive_moves(vms, &host_of, &peaks, capacity, &history, now_s, t, config)
             }
             Policy::Proactive => Vec::new(),
             Policy::Oracle if deciding => {
@@ -339,74 +341,6 @@ fn proactive_moves(
         .collect()
 }
 
-/// augur-gbt trained on the past of every VM's CPU.
-#[derive(Default)]
-struct Forecaster {
-    model: Option<GbtModel>,
-    trained_at: Option<usize>,
-    series: Vec<VmSeries>,
-    scales: Vec<Vec<features::Scale>>,
-}
-
-impl Forecaster {
-    fn due(&self, t: usize, config: &SimConfig) -> bool {
-        self.trained_at
-            .is_none_or(|at| t >= at + config.retrain_steps)
-    }
-
-    /// Trains on steps `..end` of every VM.
-    fn train(&mut self, vms: &[SimVm], end: usize, config: &SimConfig) -> Result<(), String> {
-        if self.series.is_empty() {
-            self.series = vms
-                .iter()
-                .map(|vm| VmSeries {
-                    id: vm.id.clone(),
-                    start_s: 0,
-                    step_s: config.step_s,
-                    target: vm.cpu.clone(),
-                    others: Vec::new(),
-                })
-                .collect();
-        }
-        let ends = vec![end; vms.len()];
-        let settings = Settings {
-            level: 0.95,
-            ..Settings::default()
-        };
-        self.model = Some(
-            GbtModel::train(&self.series, &ends, &[config.horizon_steps], &settings)
-                .map_err(|e| format!("the forecaster cannot train: {e}"))?,
-        );
-        self.scales = self
-            .series
-            .iter()
-            .map(|s| features::scales_of(s, end))
-            .collect();
-        self.trained_at = Some(end - 1);
-        Ok(())
-    }
-
-    /// (mean, upper) of every VM's CPU `horizon_steps` after `t`, from values up to `t`.
-    fn forecast(
-        &self,
-        vms: &[SimVm],
-        t: usize,
-        config: &SimConfig,
-    ) -> Result<Vec<(f64, f64)>, String> {
-        let model = self.model.as_ref().ok_or("the forecaster is not trained")?;
-        (0..vms.len())
-            .map(|v| {
-                let f = model.forecast(
-                    &self.series[v],
-                    &self.scales[v],
-                    &[(t, config.horizon_steps)],
-                    Some((0.0, f64::MAX)),
-                )?;
-                Ok((f[0].mean, f[0].upper))
-            })
-            .collect()
-    }
-}
-
+mod forecaster;
 #[cfg(test)]
 mod tests;
