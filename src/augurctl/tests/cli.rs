@@ -279,7 +279,7 @@ fn simulate_replays_a_wide_trace_under_each_policy() {
         }
         assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
     }
-    // All three in one call: one JSON object per line, all drawn in one SVG.
+    // All four in one call: one JSON object per line, all drawn in one SVG.
     let out = augurctl(
         Path::new("/unused"),
         &[
@@ -305,7 +305,7 @@ fn simulate_replays_a_wide_trace_under_each_policy() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let names: Vec<&str> = lines.iter().filter_map(|j| j["policy"].as_str()).collect();
-    assert_eq!(names, ["none", "reactive", "proactive"]);
+    assert_eq!(names, ["none", "reactive", "proactive", "oracle"]);
     let drawing = std::fs::read_to_string(&svg).unwrap();
     for name in names {
         assert!(drawing.contains(name), "the SVG names {name}");
@@ -326,6 +326,28 @@ fn simulate_replays_a_wide_trace_under_each_policy() {
     );
     assert_eq!(bad.status.code(), Some(1));
     assert!(failure(&bad).contains("greedy"), "{}", failure(&bad));
+    let no_budget = augurctl(
+        Path::new("/unused"),
+        &[
+            "simulate",
+            "--traces",
+            trace.to_str().unwrap(),
+            "--format",
+            "wide",
+            "--hosts",
+            "3",
+            "--policy",
+            "reactive",
+            "--moves-per-hour",
+            "0",
+        ],
+    );
+    assert_eq!(no_budget.status.code(), Some(1));
+    assert!(
+        failure(&no_budget).contains("--moves-per-hour"),
+        "{}",
+        failure(&no_budget)
+    );
 }
 
 /// Runs augurctl as `nobody` (uid and gid 65534, no other groups), from a copy of the binary
