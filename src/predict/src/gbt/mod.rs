@@ -28,9 +28,8 @@ use forust_ml::{GradientBooster, Matrix};
 pub const CLIP: f64 = 2.0;
 /// Training origins are taken every `STRIDE` steps, which keeps training in seconds.
 const STRIDE: usize = 3;
-/// Horizons trained per origin: with more horizons than this, each origin gets a rotating
-/// subset, so training cost does not grow with the number of horizons.
-const HORIZONS_PER_ORIGIN: usize = 3;
+/// Horizons trained per origin by default (see [`Settings::horizons_per_origin`]).
+pub const HORIZONS_PER_ORIGIN: usize = 3;
 /// Up to this many rows a forecast walks the trees row by row; more go through a matrix.
 const ROW_BY_ROW: usize = 64;
 /// Rounds of reweighting toward the median (see [`GbtModel::train`]).
@@ -53,6 +52,10 @@ pub struct Settings {
     /// suits spiky traces, where a jump is rarely foretold; workloads whose large level changes
     /// recur after a precursor need it wide enough to take the whole change in.
     pub clip: f64,
+    /// Horizons trained per origin: with more horizons than this, each origin gets a rotating
+    /// subset, so training cost does not grow past this many rows per origin. Neighbouring
+    /// horizons (1, 2, 3 steps) teach nearly the same thing, and one each suffices.
+    pub horizons_per_origin: usize,
 }
 
 impl Default for Settings {
@@ -63,6 +66,7 @@ impl Default for Settings {
             max_depth: 6,
             level: 0.95,
             clip: CLIP,
+            horizons_per_origin: HORIZONS_PER_ORIGIN,
         }
     }
 }
@@ -208,8 +212,9 @@ impl GbtModel {
                 .step_by(stride)
                 .enumerate()
             {
-                for k in 0..HORIZONS_PER_ORIGIN.min(horizons.len()) {
-                    let h = horizons[(i * HORIZONS_PER_ORIGIN + k) % horizons.len()];
+                let per_origin = settings.horizons_per_origin.clamp(1, horizons.len());
+                for k in 0..per_origin {
+                    let h = horizons[(i * per_origin + k) % horizons.len()];
                     fit.push((v, t, h));
                 }
             }

@@ -58,6 +58,9 @@ impl Forecaster {
         let ends = vec![end; vms.len()];
         let settings = Settings {
             level: 0.95,
+            // One row per origin, its horizon rotating over the steps: training costs what it
+            // would for the one horizon.
+            horizons_per_origin: 1,
             ..Settings::default()
         };
         let horizons: Vec<usize> = (1..=config.horizon_steps).collect();
