@@ -14,6 +14,19 @@ fn augurctl(socket: &Path, args: &[&str]) -> Output {
         .expect("augurctl runs")
 }
 
+/// `augurctl simulate` of a wide trace on three hosts, with `rest` of the arguments.
+fn simulate(trace: &Path, rest: &[&str]) -> Output {
+    let trace = trace.to_str().unwrap();
+    let args = [
+        &[
+            "simulate", "--traces", trace, "--format", "wide", "--hosts", "3",
+        ],
+        rest,
+    ]
+    .concat();
+    augurctl(Path::new("/unused"), &args)
+}
+
 fn failure(output: &Output) -> String {
     assert_eq!(output.status.code(), Some(1), "expected exit 1: {output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
@@ -245,16 +258,9 @@ fn simulate_replays_a_wide_trace_under_each_policy() {
     std::fs::write(&trace, text).unwrap();
     let svg = dir.path().join("run.svg");
     for policy in ["none", "reactive", "proactive"] {
-        let out = augurctl(
-            Path::new("/unused"),
+        let out = simulate(
+            &trace,
             &[
-                "simulate",
-                "--traces",
-                trace.to_str().unwrap(),
-                "--format",
-                "wide",
-                "--hosts",
-                "3",
                 "--policy",
                 policy,
                 "--warmup-steps",
@@ -280,16 +286,9 @@ fn simulate_replays_a_wide_trace_under_each_policy() {
         assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
     }
     // All four in one call: one JSON object per line, all drawn in one SVG.
-    let out = augurctl(
-        Path::new("/unused"),
+    let out = simulate(
+        &trace,
         &[
-            "simulate",
-            "--traces",
-            trace.to_str().unwrap(),
-            "--format",
-            "wide",
-            "--hosts",
-            "3",
             "--policy",
             "all",
             "--warmup-steps",
@@ -310,38 +309,10 @@ fn simulate_replays_a_wide_trace_under_each_policy() {
     for name in names {
         assert!(drawing.contains(name), "the SVG names {name}");
     }
-    let bad = augurctl(
-        Path::new("/unused"),
-        &[
-            "simulate",
-            "--traces",
-            trace.to_str().unwrap(),
-            "--format",
-            "wide",
-            "--hosts",
-            "3",
-            "--policy",
-            "none,greedy",
-        ],
-    );
+    let bad = simulate(&trace, &["--policy", "none,greedy"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(failure(&bad).contains("greedy"), "{}", failure(&bad));
-    let no_budget = augurctl(
-        Path::new("/unused"),
-        &[
-            "simulate",
-            "--traces",
-            trace.to_str().unwrap(),
-            "--format",
-            "wide",
-            "--hosts",
-            "3",
-            "--policy",
-            "reactive",
-            "--moves-per-hour",
-            "0",
-        ],
-    );
+    let no_budget = simulate(&trace, &["--policy", "reactive", "--moves-per-hour", "0"]);
     assert_eq!(no_budget.status.code(), Some(1));
     assert!(
         failure(&no_budget).contains("--moves-per-hour"),
