@@ -23,6 +23,15 @@ impl Resources {
         [self.cpu, self.mem, self.disk, self.net][i]
     }
 
+    pub fn scaled(&self, k: f64) -> Resources {
+        Resources {
+            cpu: self.cpu * k,
+            mem: self.mem * k,
+            disk: self.disk * k,
+            net: self.net * k,
+        }
+    }
+
     pub fn add(&self, o: &Resources) -> Resources {
         Resources {
             cpu: self.cpu + o.cpu,
@@ -97,13 +106,7 @@ impl Host {
     }
 
     fn upper_of<'a>(&self, vms: impl Iterator<Item = &'a Vm>) -> Resources {
-        let (mean, margin) = self.moments_of(vms);
-        Resources {
-            cpu: mean.cpu + margin[0],
-            mem: mean.mem + margin[1],
-            disk: mean.disk + margin[2],
-            net: mean.net + margin[3],
-        }
+        self.moments_of(vms).upper()
     }
 
     /// The chance that any resource's demand exceeds its capacity at the horizon, reading the
@@ -115,26 +118,78 @@ impl Host {
             .iter()
             .filter(|v| Some(v.id.as_str()) != without)
             .chain(extra);
-        let (mean, margin) = self.moments_of(vms);
-        (0..4)
-            .filter(|&i| self.capacity.get(i) > 0.0)
-            .map(|i| crate::risk::overload_risk(mean.get(i), margin[i], self.capacity.get(i), z))
-            .fold(0.0, f64::max)
+        self.moments_of(vms).risk(&self.capacity, z)
     }
 
-    /// The sum of the VMs' means (and the reservations), and the root of the sum of their
-    /// squared margins, per resource.
-    fn moments_of<'a>(&self, vms: impl Iterator<Item = &'a Vm>) -> (Resources, [f64; 4]) {
-        let mut mean = self.reserved;
-        let mut margin2 = [0.0f64; 4];
-        for vm in vms {
-            mean = mean.add(&vm.forecast_mean);
-            for (i, m) in margin2.iter_mut().enumerate() {
-                let margin = (vm.forecast_upper.get(i) - vm.forecast_mean.get(i)).max(0.0);
-                *m += margin * margin;
-            }
+    /// The moments of the host's VMs (and its reservations).
+    pub(crate) fn moments(&self) -> Moments {
+        self.moments_of(self.vms.iter())
+    }
+
+    fn moments_of<'a>(&self, vms: impl Iterator<Item = &'a Vm>) -> Moments {
+        let empty = Moments {
+            mean: self.reserved,
+            margin2: [0.0; 4],
+        };
+        vms.fold(empty, |m, vm| m.with(vm))
+    }
+}
+
+/// A set of VMs' demand at the horizon, per resource: the sum of their means and the sum of
+/// their squared margins (upper minus mean). Both are sums, so a VM is added or taken away
+/// without going over the others again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Moments {
+    mean: Resources,
+    margin2: [f64; 4],
+}
+
+impl Moments {
+    fn margin2_of(vm: &Vm) -> [f64; 4] {
+        std::array::from_fn(|i| {
+            let margin = (vm.forecast_upper.get(i) - vm.forecast_mean.get(i)).max(0.0);
+            margin * margin
+        })
+    }
+
+    pub(crate) fn with(mut self, vm: &Vm) -> Moments {
+        self.mean = self.mean.add(&vm.forecast_mean);
+        for (m, v) in self.margin2.iter_mut().zip(Self::margin2_of(vm)) {
+            *m += v;
         }
-        (mean, margin2.map(f64::sqrt))
+        self
+    }
+
+    /// These moments less those of `vm`, which must be among them.
+    pub(crate) fn without(mut self, vm: &Vm) -> Moments {
+        self.mean = self.mean.add(&vm.forecast_mean.scaled(-1.0));
+        for (m, v) in self.margin2.iter_mut().zip(Self::margin2_of(vm)) {
+            // Rounding must not leave a negative square.
+            *m = (*m - v).max(0.0);
+        }
+        self
+    }
+
+    /// The means plus the root of the summed squared margins.
+    pub(crate) fn upper(&self) -> Resources {
+        let m = self.margin2.map(f64::sqrt);
+        Resources {
+            cpu: self.mean.cpu + m[0],
+            mem: self.mean.mem + m[1],
+            disk: self.mean.disk + m[2],
+            net: self.mean.net + m[3],
+        }
+    }
+
+    /// See [`Host::overload_risk`].
+    pub(crate) fn risk(&self, capacity: &Resources, z: f64) -> f64 {
+        (0..4)
+            .filter(|&i| capacity.get(i) > 0.0)
+            .map(|i| {
+                let margin = self.margin2[i].sqrt();
+                crate::risk::overload_risk(self.mean.get(i), margin, capacity.get(i), z)
+            })
+            .fold(0.0, f64::max)
     }
 }
 

@@ -180,7 +180,13 @@ fn best_move(
     let source = &hosts[src];
     let source_demand = source.demand_upper();
     let (source_before, _) = share(&source_demand, source);
-    let source_risk = source.overload_risk(None, None, z);
+    // Each host's risk as it stands, once: every VM of the source is weighed against each.
+    let risk_now: Vec<f64> = hosts
+        .iter()
+        .map(|h| h.overload_risk(None, None, z))
+        .collect();
+    let source_risk = risk_now[src];
+    let source_moments = source.moments();
     // A host at risk must have that risk lowered; one merely above the trigger keeps headroom.
     let needs_risk_drop = !source.maintenance && source_risk >= rules.min_risk_drop;
     let mut best: Option<Move> = None;
@@ -193,8 +199,9 @@ fn best_move(
             });
             continue;
         }
-        let (source_after, _) = share(&source.upper_without(&vm.id), source);
-        let source_risk_after = source.overload_risk(None, Some(&vm.id), z);
+        let left = source_moments.without(vm);
+        let (source_after, _) = share(&left.upper(), source);
+        let source_risk_after = left.risk(&source.capacity, z);
         let gain = source_before - source_after;
         if !source.maintenance && gain < rules.min_gain {
             rejected.push(Rejected {
@@ -256,7 +263,7 @@ fn best_move(
                 )));
                 continue;
             }
-            let target_risk = target.overload_risk(None, None, z);
+            let target_risk = risk_now[t];
             let target_risk_after = target.overload_risk(Some(vm), None, z);
             let risk_avoided =
                 (source_risk - source_risk_after) - (target_risk_after - target_risk);
