@@ -11,7 +11,11 @@
 //! residual, which spiky series need, and it grows as fast for a series of any scale. A bound at
 //! origin `t` uses the outcomes of earlier bounds whose targets are before `t` only (online, step
 //! `t` is still filling up), so nothing later than `y[t]` is read.
+//!
+//! The same walk learns, from the same outcomes, where to centre the series' forecasts
+//! ([`CentreChoice`]); the bound is set about that centre.
 
+use super::centre_choice::{CentreChoice, References};
 use super::{Forecast, GbtModel, RawForecast, Scale, VmSeries};
 use std::collections::VecDeque;
 
@@ -48,14 +52,25 @@ impl AdaptiveQuantile {
     }
 }
 
-/// Walks the origins of one horizon in order, setting each bound at the adapted quantile and
-/// learning from each outcome once its target is before the origin being forecast.
+/// A forecast whose outcome is not yet known.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    target: usize,
+    upper: f64,
+    /// The model's centre (within the clamp) and the references of its origin.
+    model: f64,
+    references: References,
+}
+
+/// Walks the origins of one horizon in order, setting each forecast's centre and bound as the
+/// outcomes so far direct, and learning from each outcome once its target is before the origin
+/// being forecast.
 #[derive(Debug, Clone)]
 pub struct AdaptiveWalk {
     pub state: AdaptiveQuantile,
+    pub centre: CentreChoice,
     horizon: usize,
-    /// Bounds whose outcome is not yet known: (target step, upper).
-    pending: VecDeque<(usize, f64)>,
+    pending: VecDeque<Pending>,
 }
 
 impl AdaptiveWalk {
@@ -64,6 +79,7 @@ impl AdaptiveWalk {
         let k = model.horizons().binary_search(&horizon).unwrap_or(0);
         Self {
             state: AdaptiveQuantile::new(model.level(), model.quantile(k)),
+            centre: CentreChoice::default(),
             horizon,
             pending: VecDeque::new(),
         }
@@ -80,26 +96,47 @@ impl AdaptiveWalk {
         clamp: Option<(f64, f64)>,
         value_at: impl Fn(usize) -> Option<f64>,
     ) -> Forecast {
-        while let Some(&(target, upper)) = self.pending.front() {
+        while let Some(&done) = self.pending.front() {
             // Only steps before the origin count: online, the origin's own step is still
             // filling up.
-            if target >= t {
+            if done.target >= t {
                 break;
             }
-            if let Some(actual) = value_at(target) {
-                self.state.observe(actual <= upper);
+            if let Some(actual) = value_at(done.target) {
+                self.state.observe(actual <= done.upper);
+                self.centre.observe(done.model, &done.references, actual);
             }
             self.pending.pop_front();
         }
         let forecast = self.bound(raw, clamp);
-        self.pending.push_back((t + self.horizon, forecast.upper));
+        self.pending.push_back(Pending {
+            target: t + self.horizon,
+            upper: forecast.upper,
+            model: within(raw.centre, clamp),
+            references: raw.references,
+        });
         forecast
     }
 
-    /// `raw` with its bound at the quantile adapted so far, learning nothing.
+    /// `raw` centred and bounded as learned so far, learning nothing. The bound stays the
+    /// model's own (raised to the centre should that be higher): a reference that has erred
+    /// less lately does not see a change the model foresees, and the bound must.
     pub fn bound(&self, raw: &RawForecast, clamp: Option<(f64, f64)>) -> Forecast {
-        raw.with_quantile(self.state.quantile(), clamp)
+        let model = raw.with_quantile(self.state.quantile(), clamp);
+        let mean = within(
+            self.centre
+                .centre(within(raw.centre, clamp), &raw.references),
+            clamp,
+        );
+        Forecast {
+            mean,
+            upper: model.upper.max(mean),
+        }
     }
+}
+
+fn within(value: f64, clamp: Option<(f64, f64)>) -> f64 {
+    clamp.map_or(value, |(lo, hi)| value.clamp(lo, hi))
 }
 
 /// Forecasts of one series at horizon `h` from the ascending, consecutive origins `origins`,

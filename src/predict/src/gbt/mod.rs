@@ -12,9 +12,12 @@
 //! divided by their own spread (normalised split-conformal, against the unclipped actual values):
 //! the bound widens when the VM is restless and narrows when it is calm. The calibration origins
 //! are the last 10% of each training part, which the model does not train on. Online, and in the
-//! evaluation, the quantile then adapts to each series' own misses ([`adaptive`]).
+//! evaluation, the quantile then adapts to each series' own misses ([`adaptive`]), and each
+//! series' forecasts are centred on the model or on a simple reference (its last value, a
+//! recent median), whichever has lately erred clearly less on that series ([`centre_choice`]).
 
 pub mod adaptive;
+pub mod centre_choice;
 mod compact;
 pub mod features;
 pub mod model_file;
@@ -133,6 +136,8 @@ fn conformal_quantile(mut residuals: Vec<f64>, level: f64) -> f64 {
 pub struct RawForecast {
     pub centre: f64,
     pub unit: f64,
+    /// The series' simple references at the origin, for [`centre_choice`].
+    pub references: centre_choice::References,
     pub horizon_index: usize,
 }
 
@@ -144,6 +149,11 @@ impl RawForecast {
             mean: bound(self.centre),
             upper: bound(self.centre + q * self.unit),
         }
+    }
+
+    /// The same forecast about another centre.
+    pub fn about(&self, centre: f64) -> RawForecast {
+        RawForecast { centre, ..*self }
     }
 }
 
@@ -396,20 +406,36 @@ impl GbtModel {
                 .predict(&Matrix::new(&x, origins.len(), cols), true)
         };
         let sigma = scales[0].sigma;
+        // What depends on the origin alone is worked out once for its horizons.
+        let mut at_origin: Option<(usize, f64, f64, centre_choice::References)> = None;
         Ok(origins
             .iter()
             .zip(p)
             .zip(horizon_index)
             .map(|((&(t, _), p), k)| {
-                let a = features::anchor(&vm.target, t);
+                let (_, a, unit, references) = match at_origin {
+                    Some(o) if o.0 == t => o,
+                    _ => *at_origin.insert(origin_values(&vm.target, t, sigma)),
+                };
                 RawForecast {
                     centre: a + p * sigma,
-                    unit: features::spread(&vm.target, t, sigma) * sigma,
+                    unit,
+                    references,
                     horizon_index: k,
                 }
             })
             .collect())
     }
+}
+
+/// The origin `t`'s anchor, the bound's unit and the references.
+fn origin_values(y: &[f64], t: usize, sigma: f64) -> (usize, f64, f64, centre_choice::References) {
+    (
+        t,
+        features::anchor(y, t),
+        features::spread(y, t, sigma) * sigma,
+        centre_choice::References::at(y, t),
+    )
 }
 
 #[cfg(test)]

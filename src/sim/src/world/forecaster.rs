@@ -71,11 +71,21 @@ impl Forecaster {
             .iter()
             .map(|s| features::scales_of(s, end))
             .collect();
+        let previous = std::mem::take(&mut self.walks);
         self.walks = (0..vms.len())
-            .map(|_| {
+            .map(|v| {
                 horizons
                     .iter()
-                    .map(|&h| AdaptiveWalk::new(&model, h))
+                    .enumerate()
+                    .map(|(k, &h)| {
+                        let mut walk = AdaptiveWalk::new(&model, h);
+                        // Which centre suits a VM is its own trait, not the model's: what the
+                        // walk learned of it carries over to the new model.
+                        if let Some(old) = previous.get(v).and_then(|w| w.get(k)) {
+                            walk.centre = old.centre;
+                        }
+                        walk
+                    })
                     .collect()
             })
             .collect();
