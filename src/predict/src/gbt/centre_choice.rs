@@ -54,17 +54,28 @@ pub struct References {
 impl References {
     /// The references at origin `t` of `y` (windows shrink to what exists).
     pub fn at(y: &[f64], t: usize) -> References {
-        let mut scratch = Vec::with_capacity(144);
+        let mut scratch = [0.0; 144];
         let mut median = |window: usize| {
-            scratch.clear();
-            scratch.extend_from_slice(&y[(t + 1).saturating_sub(window)..=t]);
-            median_in_place(&mut scratch)
+            let values = &y[(t + 1).saturating_sub(window)..=t];
+            let scratch = &mut scratch[..values.len()];
+            scratch.copy_from_slice(values);
+            median_in_place(scratch)
         };
         References {
             last: y[t],
             median_12: median(12),
             median_48: median(48),
             median_144: median(144),
+        }
+    }
+
+    /// Every reference at `value`.
+    pub fn flat(value: f64) -> References {
+        References {
+            last: value,
+            median_12: value,
+            median_48: value,
+            median_144: value,
         }
     }
 
@@ -157,9 +168,7 @@ mod tests {
     fn refs(last: f64, median: f64) -> References {
         References {
             last,
-            median_12: median,
-            median_48: median,
-            median_144: median,
+            ..References::flat(median)
         }
     }
 

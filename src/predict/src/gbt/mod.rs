@@ -358,7 +358,7 @@ impl GbtModel {
         clamp: Option<(f64, f64)>,
     ) -> Result<Vec<Forecast>, String> {
         Ok(self
-            .forecast_raw(vm, scales, origins)?
+            .raw_forecasts(vm, scales, origins, false)?
             .iter()
             .map(|r| r.with_quantile(self.quantiles[r.horizon_index], clamp))
             .collect())
@@ -370,6 +370,18 @@ impl GbtModel {
         vm: &VmSeries,
         scales: &[Scale],
         origins: &[(usize, usize)],
+    ) -> Result<Vec<RawForecast>, String> {
+        self.raw_forecasts(vm, scales, origins, true)
+    }
+
+    /// As [`Self::forecast_raw`]; without `references`, each forecast's references are all its
+    /// last value, which saves the medians where no centre is chosen.
+    fn raw_forecasts(
+        &self,
+        vm: &VmSeries,
+        scales: &[Scale],
+        origins: &[(usize, usize)],
+        references: bool,
     ) -> Result<Vec<RawForecast>, String> {
         if vm.others.len() != self.others {
             return Err(format!(
@@ -415,7 +427,7 @@ impl GbtModel {
             .map(|((&(t, _), p), k)| {
                 let (_, a, unit, references) = match at_origin {
                     Some(o) if o.0 == t => o,
-                    _ => *at_origin.insert(origin_values(&vm.target, t, sigma)),
+                    _ => *at_origin.insert(origin_values(&vm.target, t, sigma, references)),
                 };
                 RawForecast {
                     centre: a + p * sigma,
@@ -429,12 +441,22 @@ impl GbtModel {
 }
 
 /// The origin `t`'s anchor, the bound's unit and the references.
-fn origin_values(y: &[f64], t: usize, sigma: f64) -> (usize, f64, f64, centre_choice::References) {
+fn origin_values(
+    y: &[f64],
+    t: usize,
+    sigma: f64,
+    references: bool,
+) -> (usize, f64, f64, centre_choice::References) {
+    let references = if references {
+        centre_choice::References::at(y, t)
+    } else {
+        centre_choice::References::flat(y[t])
+    };
     (
         t,
         features::anchor(y, t),
         features::spread(y, t, sigma) * sigma,
-        centre_choice::References::at(y, t),
+        references,
     )
 }
 
