@@ -13,7 +13,7 @@
 //! `t` is still filling up), so nothing later than `y[t]` is read.
 //!
 //! The same walk learns, from the same outcomes, where to centre the series' forecasts
-//! ([`CentreChoice`]); the bound is set about that centre.
+//! ([`CentreChoice`]); the bound stays the model's ([`AdaptiveWalk::bound`]).
 
 use super::centre_choice::{CentreChoice, References};
 use super::{Forecast, GbtModel, RawForecast, Scale, VmSeries};
