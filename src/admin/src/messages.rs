@@ -328,6 +328,10 @@ pub struct HorizonForecast {
     pub mean: f64,
     /// Calibrated upper bound at the model's level.
     pub upper: f64,
+    /// What the mean follows: the model, or a simple reference (the last value, a recent
+    /// median) that has lately erred clearly less on this VM, or a blend of the two.
+    #[serde(default)]
+    pub centre: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

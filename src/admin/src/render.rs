@@ -519,8 +519,8 @@ pub fn predict(p: &PredictReply) -> String {
     );
     if !p.resources.is_empty() {
         out += &format!(
-            "{:<6} {:>14} {:>8} {:>14} {:>14}  model\n",
-            "", "now", "ahead", "forecast", "upper"
+            "{:<6} {:>14} {:>8} {:>14} {:>14}  {:<28}  model\n",
+            "", "now", "ahead", "forecast", "upper", "forecast follows"
         );
     }
     for r in &p.resources {
@@ -536,12 +536,13 @@ pub fn predict(p: &PredictReply) -> String {
                 String::new()
             };
             out += &format!(
-                "{:<6} {:>14} {:>7}m {:>14} {:>14}{model}\n",
+                "{:<6} {:>14} {:>7}m {:>14} {:>14}  {:<28}{model}\n",
                 name,
                 now,
                 h.horizon_s / 60,
                 amount(h.mean, &r.unit),
                 amount(h.upper, &r.unit),
+                if h.centre.is_empty() { "-" } else { &h.centre },
             );
         }
     }
@@ -583,11 +584,13 @@ mod tests {
                         horizon_s: 300,
                         mean: 2_600_000.0,
                         upper: 4_000_000.0,
+                        centre: "last value".into(),
                     },
                     HorizonForecast {
                         horizon_s: 3600,
                         mean: 900.0,
                         upper: 1500.0,
+                        centre: "model".into(),
                     },
                 ],
             }],
@@ -602,6 +605,10 @@ mod tests {
         assert!(text.contains("net") && text.contains("2.5 MB/s"), "{text}");
         assert!(text.contains("60m") && text.contains("1.5 kB/s"), "{text}");
         assert!(text.contains("gen 3 (95%)"), "{text}");
+        assert!(
+            text.contains("forecast follows") && text.contains("last value"),
+            "{text}"
+        );
         assert!(
             text.contains("class: io-bound (cpu_mean 0.400 >= 0.0350)"),
             "{text}"

@@ -147,6 +147,8 @@ fn models_train_on_history_persist_by_generation_and_forecast_every_resource() {
         for h in &r.horizons {
             assert!(h.mean.is_finite() && h.mean >= 0.0, "{r:?}");
             assert!(h.upper >= h.mean, "{r:?}");
+            // A season of outcomes was walked: each mean says what it follows.
+            assert!(!h.centre.is_empty(), "{r:?}");
         }
     }
     // The daily cycle's CPU stays within the range it has ever had.

@@ -105,6 +105,18 @@ impl AdaptiveBounds {
     }
 }
 
+impl AdaptiveBounds {
+    /// What the mean of `vm`'s `resource` follows at each of the model's horizons, as of its
+    /// last forecast (empty before one).
+    pub fn centres(&self, vm: VmId, resource: Resource) -> Vec<String> {
+        self.entries
+            .get(&(vm, resource))
+            .map_or_else(Vec::new, |e| {
+                e.walks.iter().map(|w| w.centre.describe()).collect()
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

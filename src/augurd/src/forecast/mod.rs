@@ -220,19 +220,18 @@ impl Forecaster {
         let scales = features::scales_of(&vm, vm.target.len());
         let origins: Vec<(usize, usize)> =
             loaded.model.horizons().iter().map(|&h| (t, h)).collect();
-        let forecasts = self
-            .adaptive
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .forecast(
-                history,
-                resource,
-                &vm,
-                &scales,
-                &loaded.model,
-                loaded.generation,
-                Some((0.0, f64::MAX)),
-            )?;
+        let mut adaptive = self.adaptive.lock().unwrap_or_else(|p| p.into_inner());
+        let forecasts = adaptive.forecast(
+            history,
+            resource,
+            &vm,
+            &scales,
+            &loaded.model,
+            loaded.generation,
+            Some((0.0, f64::MAX)),
+        )?;
+        let centres = adaptive.centres(history.id, resource);
+        drop(adaptive);
         Ok(ResourceForecast {
             resource: resource.name().into(),
             unit: resource.unit().into(),
@@ -243,10 +242,12 @@ impl Forecaster {
             horizons: origins
                 .iter()
                 .zip(forecasts)
-                .map(|(&(_, h), f)| HorizonForecast {
+                .enumerate()
+                .map(|(k, (&(_, h), f))| HorizonForecast {
                     horizon_s: h as i64 * history.step_s,
                     mean: f.mean,
                     upper: f.upper,
+                    centre: centres.get(k).cloned().unwrap_or_default(),
                 })
                 .collect(),
         })

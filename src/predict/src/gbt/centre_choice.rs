@@ -24,6 +24,17 @@ pub enum Reference {
     Median144,
 }
 
+impl Reference {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reference::Last => "last value",
+            Reference::Median12 => "median of the last 12 steps",
+            Reference::Median48 => "median of the last 48 steps",
+            Reference::Median144 => "median of the last 144 steps",
+        }
+    }
+}
+
 /// The candidates after the model alone: `(reference, w)` is `(1 - w)·model + w·reference`.
 /// Order matters for ties: the earlier wins.
 pub const CANDIDATES: [(Reference, f64); 9] = [
@@ -137,6 +148,21 @@ impl CentreChoice {
         (best > 0 && error < self.errors[0] * MARGIN).then(|| CANDIDATES[best - 1])
     }
 
+    /// What the centre follows now, for a person: "model", "last value", "median of the last
+    /// 48 steps", or a blend such as "50% last value, 50% model".
+    pub fn describe(&self) -> String {
+        match self.chosen() {
+            None => "model".into(),
+            Some((r, w)) if w >= 1.0 => r.name().into(),
+            Some((r, w)) => format!(
+                "{:.0}% {}, {:.0}% model",
+                w * 100.0,
+                r.name(),
+                (1.0 - w) * 100.0
+            ),
+        }
+    }
+
     /// The centre now, from the model's centre `model` and the references at the origin.
     pub fn centre(&self, model: f64, references: &References) -> f64 {
         self.chosen()
@@ -184,6 +210,7 @@ mod tests {
         }
         assert_eq!(choice.chosen(), Some((Reference::Last, 1.0)));
         assert_eq!(choice.centre(10.0, &refs(42.0, 10.0)), 42.0);
+        assert_eq!(choice.describe(), "last value");
     }
 
     #[test]
@@ -211,8 +238,10 @@ mod tests {
             close.observe(actual + 1.0, &refs(actual + 0.95, actual + 5.0), actual);
         }
         assert_eq!(halves.chosen(), Some((Reference::Last, 0.5)));
+        assert_eq!(halves.describe(), "50% last value, 50% model");
         assert_eq!(halves.centre(2.0, &refs(4.0, 0.0)), 3.0);
         assert_eq!(close.chosen(), None);
+        assert_eq!(close.describe(), "model");
         assert_eq!(close.centre(3.0, &refs(9.0, 0.0)), 3.0);
     }
 
