@@ -16,7 +16,7 @@
 //! ([`CentreChoice`]); the bound stays the model's ([`AdaptiveWalk::bound`]).
 
 use super::centre_choice::{CentreChoice, References};
-use super::{Forecast, GbtModel, RawForecast, Scale, VmSeries};
+use super::{clamped, Forecast, GbtModel, RawForecast, Scale, VmSeries};
 use std::collections::VecDeque;
 
 /// How fast the quantile follows the misses (per outcome, in the exponent).
@@ -112,7 +112,7 @@ impl AdaptiveWalk {
         self.pending.push_back(Pending {
             target: t + self.horizon,
             upper: forecast.upper,
-            model: within(raw.centre, clamp),
+            model: clamped(raw.centre, clamp),
             references: raw.references,
         });
         forecast
@@ -123,20 +123,12 @@ impl AdaptiveWalk {
     /// less lately does not see a change the model foresees, and the bound must.
     pub fn bound(&self, raw: &RawForecast, clamp: Option<(f64, f64)>) -> Forecast {
         let model = raw.with_quantile(self.state.quantile(), clamp);
-        let mean = within(
-            self.centre
-                .centre(within(raw.centre, clamp), &raw.references),
-            clamp,
-        );
+        let mean = clamped(self.centre.centre(model.mean, &raw.references), clamp);
         Forecast {
             mean,
             upper: model.upper.max(mean),
         }
     }
-}
-
-fn within(value: f64, clamp: Option<(f64, f64)>) -> f64 {
-    clamp.map_or(value, |(lo, hi)| value.clamp(lo, hi))
 }
 
 /// Forecasts of one series at horizon `h` from the ascending, consecutive origins `origins`,

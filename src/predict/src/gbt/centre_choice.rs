@@ -12,6 +12,8 @@
 //! [`MARGIN`]: without that margin a series that the model and a reference forecast alike would
 //! flip between them on noise.
 
+use super::features::{anchor, median_in_place};
+
 /// What a candidate centre is made of, besides the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reference {
@@ -74,7 +76,7 @@ impl References {
         };
         References {
             last: y[t],
-            median_12: median(12),
+            median_12: anchor(y, t),
             median_48: median(48),
             median_144: median(144),
         }
@@ -103,19 +105,6 @@ impl References {
         [self.last, self.median_12, self.median_48, self.median_144]
             .iter()
             .all(|v| v.is_finite())
-    }
-}
-
-/// The median of a non-empty window, reordering it.
-fn median_in_place(values: &mut [f64]) -> f64 {
-    let n = values.len();
-    let (below, upper, _) = values.select_nth_unstable_by(n / 2, f64::total_cmp);
-    let upper = *upper;
-    if n % 2 == 1 {
-        upper
-    } else {
-        let lower = below.iter().copied().fold(f64::MIN, f64::max);
-        (lower + upper) / 2.0
     }
 }
 

@@ -64,15 +64,22 @@ pub fn scales_of(vm: &VmSeries, end: usize) -> Vec<Scale> {
 /// [`crate::baselines::median`], without allocating).
 pub fn anchor(y: &[f64], t: usize) -> f64 {
     let window = &y[t.saturating_sub(LAGS - 1)..=t];
-    let mut sorted = [0.0; LAGS];
-    let sorted = &mut sorted[..window.len()];
-    sorted.copy_from_slice(window);
-    sorted.sort_unstable_by(f64::total_cmp);
-    let n = sorted.len();
+    let mut scratch = [0.0; LAGS];
+    let scratch = &mut scratch[..window.len()];
+    scratch.copy_from_slice(window);
+    median_in_place(scratch)
+}
+
+/// The median of a non-empty window, reordering it.
+pub fn median_in_place(values: &mut [f64]) -> f64 {
+    let n = values.len();
+    let (below, upper, _) = values.select_nth_unstable_by(n / 2, f64::total_cmp);
+    let upper = *upper;
     if n % 2 == 1 {
-        sorted[n / 2]
+        upper
     } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        let lower = below.iter().copied().fold(f64::MIN, f64::max);
+        (lower + upper) / 2.0
     }
 }
 

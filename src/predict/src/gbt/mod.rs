@@ -144,17 +144,16 @@ pub struct RawForecast {
 impl RawForecast {
     /// The forecast with its upper bound `q` units above the centre.
     pub fn with_quantile(&self, q: f64, clamp: Option<(f64, f64)>) -> Forecast {
-        let bound = |value: f64| clamp.map_or(value, |(lo, hi)| value.clamp(lo, hi));
         Forecast {
-            mean: bound(self.centre),
-            upper: bound(self.centre + q * self.unit),
+            mean: clamped(self.centre, clamp),
+            upper: clamped(self.centre + q * self.unit, clamp),
         }
     }
+}
 
-    /// The same forecast about another centre.
-    pub fn about(&self, centre: f64) -> RawForecast {
-        RawForecast { centre, ..*self }
-    }
+/// `value` within `clamp`, if any.
+pub(crate) fn clamped(value: f64, clamp: Option<(f64, f64)>) -> f64 {
+    clamp.map_or(value, |(lo, hi)| value.clamp(lo, hi))
 }
 
 impl GbtModel {
