@@ -159,7 +159,7 @@ fn main() {
             });
             calibrated = Some(256.0 * MIB / total);
             println!(
-                "{name} 256 MiB guest, run {run}: {:.1} MiB in {:.1} ms over {} rounds ({:?} pages, {} of all pages zero), \
+                "{name} 256 MiB guest, run {run}: {:.1} MiB in {:.1} ms over {} rounds ({:?} pages, {} of them zero, {} never backed and not read), \
                  loopback {:.0} MiB/s -> bytes moved/bandwidth {:.1} ms, total/that {:.2}x (goal <= 1.5x), \
                  total/(plain copy of all 256 MiB) {:.2}x; \
                  downtime {:.2} ms (pause {:.2} ms; goal < 50 ms for idle); \
@@ -169,6 +169,7 @@ fn main() {
                 r.report.rounds.len(),
                 r.report.rounds.iter().map(|x| x.pages).collect::<Vec<_>>(),
                 r.report.zero_pages,
+                r.report.unbacked_pages,
                 bandwidth / MIB,
                 floor * 1e3,
                 total / floor,

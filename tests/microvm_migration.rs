@@ -98,7 +98,11 @@ fn busy_guest_moves_and_its_progress_carries_on() {
     );
     assert_eq!(vm.state(), VmState::Stopped, "the source copy is stopped");
     assert_eq!(moved.state(), VmState::Running);
-    assert_eq!(report.rounds[0].pages, 64 * 256, "round 0 sends all memory");
+    assert_eq!(
+        report.rounds[0].pages + report.unbacked_pages,
+        64 * 256,
+        "round 0 sends all memory the source ever backed"
+    );
     assert!(report.rounds.len() >= 2, "a busy guest needs re-sends");
     let at_arrival = moved.progress();
     assert!(
@@ -109,6 +113,64 @@ fn busy_guest_moves_and_its_progress_carries_on() {
     let later = wait_progress(&moved, at_arrival, Duration::from_secs(10));
     assert!(later > at_arrival, "the guest runs on at the target");
     assert_eq!(moved.status().phase_name, "memory");
+}
+
+/// Writes a working set, then idles: after the move, the target's memory must equal the
+/// source's, page for page, including pages the source never backed (zero on both).
+const WRITE_THEN_IDLE_SPEC: &str = r#"
+    name = "written"
+    memory_mib = 64
+    [[phase]]
+    kind = "memory"
+    seconds = 1
+    working_set_mib = 8
+    touch_mib_per_s = 32
+    write_fraction = 1.0
+    [[phase]]
+    kind = "idle"
+    seconds = 600
+"#;
+
+#[test]
+fn the_target_gets_the_source_memory_page_for_page() {
+    let Some(kvm) = kvm_or_skip("the_target_gets_the_source_memory_page_for_page") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut vm = start_vm(&kvm, 1, dir.path(), WRITE_THEN_IDLE_SPEC);
+    let until = Instant::now() + Duration::from_secs(30);
+    while vm.status().phase_name != "idle" && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(vm.status().phase_name, "idle", "the working set is written");
+    let (addr, incoming) = target(dir.path(), |_| Ok(()));
+    let report = vm
+        .migrate_to(&mut connect(addr), &MigrationParams::default())
+        .expect("migration succeeds");
+    let moved = incoming.join().unwrap().expect("the target starts the VM");
+    assert!(
+        report.unbacked_pages > 0,
+        "most of the 64 MiB was never touched: {report:?}"
+    );
+    // The idle guest and the host still write the mailbox, the stacks and the I/O areas.
+    let live = |page: u64| (0x8..0x9).contains(&page) || (0x20..0x200).contains(&page);
+    let (source, target) = (vm.memory(), moved.memory());
+    let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+    let mut differ = Vec::new();
+    for page in (0..64 * 256u64).filter(|p| !live(*p)) {
+        source.read(page * 4096, &mut a).unwrap();
+        target.read(page * 4096, &mut b).unwrap();
+        if a != b {
+            differ.push(page);
+        }
+    }
+    assert!(differ.is_empty(), "pages differ after the move: {differ:?}");
+    let mut nonzero = 0;
+    for page in 0x200..0x200 + 8 * 256u64 {
+        source.read(page * 4096, &mut a).unwrap();
+        nonzero += usize::from(a.iter().any(|&x| x != 0));
+    }
+    assert!(nonzero > 1000, "the working set was written ({nonzero} pages)");
 }
 
 #[test]

@@ -488,6 +488,12 @@ impl MicroVm {
         &self.spec
     }
 
+    /// The guest's memory, to read (a digest, a comparison after a move); a running guest
+    /// writes it meanwhile.
+    pub fn memory(&self) -> &GuestMemory {
+        &self.mem
+    }
+
     /// The guest's progress counter, summed over vCPUs.
     pub fn progress(&self) -> u64 {
         (0..self.spec.vcpus)

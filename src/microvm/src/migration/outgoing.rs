@@ -67,6 +67,9 @@ pub struct MigrationReport {
     pub pages: u64,
     /// Of `pages`, those that were all zero and went as a count.
     pub zero_pages: u64,
+    /// Pages never backed on this host when the move began: zero without being read, and not
+    /// sent at all (nor counted in `pages`).
+    pub unbacked_pages: u64,
     /// Every byte put on the stream.
     pub bytes: u64,
     pub total: Duration,
@@ -264,8 +267,15 @@ impl MicroVm {
         let mut bytes =
             codec::write_record(stream, Kind::Header, &[&header.0]).map_err(MigrationError::Io)?;
 
+        // The first round reads only pages this host ever backed: the rest are zero, as is the
+        // target's fresh memory, so they need neither a read (each would fault in a page) nor
+        // a record. Dirty logging began above, so a page the guest writes after this is seen.
         let words = self.mem.size() / PAGE as usize / 64;
-        let mut bitmap = vec![u64::MAX; words];
+        let mut bitmap = self
+            .mem
+            .populated_pages()
+            .unwrap_or_else(|| vec![u64::MAX; words]);
+        let unbacked_pages = self.mem.size() as u64 / PAGE - pages_and_runs(&bitmap).0;
         let mut rounds = Vec::new();
         let mut buf = Vec::new();
         let (mut sent_pages, mut zero_pages, mut sending) = (0u64, 0u64, Duration::ZERO);
@@ -342,6 +352,7 @@ impl MicroVm {
             final_pages,
             pages: sent_pages,
             zero_pages,
+            unbacked_pages,
             bytes,
             total: started.elapsed(),
             downtime: pause_started.elapsed(),
