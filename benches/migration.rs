@@ -1,9 +1,10 @@
 //! Live migration of a 256 MiB microVM on loopback, through the mesh's authenticated stream,
 //! against a plain TCP transfer of 256 MiB between the same two threads in the same run (the
-//! link's bandwidth). Prints, per guest: total time against bytes moved / bandwidth, downtime,
+//! link's bandwidth), measured both before the guest starts and while it runs (its vCPU takes
+//! one of the CPUs the copy would use). Prints, per guest: total time against bytes moved / bandwidth, downtime,
 //! and the cost model's prediction against the measured time: first from that bandwidth and the
-//! dirty rate sensing measured before the move, then calibrated as augurd calibrates it, with the
-//! rate the previous move of the guest achieved per byte of guest memory.
+//! dirty rate and written memory sensing measured before the move, then calibrated as augurd
+//! calibrates it, with the rate the previous move of the guest achieved per byte written.
 //!
 //! `cargo bench -p augur-benches --bench migration`
 
@@ -66,7 +67,7 @@ fn plain_transfer(bytes: usize) -> f64 {
     took
 }
 
-/// Dirty bytes per second of `vm`, from two sensing samples `over` apart.
+/// Dirty bytes per second of `vm` and its working set, from two sensing samples `over` apart.
 fn dirty_rate(vm: &MicroVm, over: Duration) -> (f64, f64) {
     let read = |samples: &[augur_wire::Sample], metric| {
         samples
@@ -91,6 +92,9 @@ fn migrate(kvm: &kvm_ioctls::Kvm, spec: &str, key: &MeshKey, dir: &std::path::Pa
     let mut vm = MicroVm::start(kvm, 1, VmSpec::from_toml(spec).unwrap(), &options).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let (dirty, working_set) = dirty_rate(&vm, Duration::from_secs(2));
+    let written = vm.written_bytes() as f64;
+    // The link as the migration finds it: with this guest's vCPU taking its share of the CPUs.
+    let plain_with_guest_s = plain_transfer(256 << 20);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let target_key = key.clone();
@@ -99,21 +103,30 @@ fn migrate(kvm: &kvm_ioctls::Kvm, spec: &str, key: &MeshKey, dir: &std::path::Pa
         let (conn, _) = listener.accept().unwrap();
         conn.set_nodelay(true).unwrap();
         let (mut stream, _) = SealedStream::accept(conn, &target_key).unwrap();
+        let cpu_before = augur_sys::thread_cpu_time();
         let moved = migration::accept(&kvm, 2, &mut stream, &options, |_| Ok(())).unwrap();
+        let cpu = augur_sys::thread_cpu_time() - cpu_before;
         let at = moved.progress();
         std::thread::sleep(Duration::from_millis(300));
         assert!(moved.progress() >= at);
+        cpu
     });
     let conn = TcpStream::connect(addr).unwrap();
     conn.set_nodelay(true).unwrap();
     let mut stream = SealedStream::connect(conn, key, b"bench").unwrap();
     let params = MigrationParams::default();
+    let cpu_before = augur_sys::thread_cpu_time();
     let report = vm.migrate_to(&mut stream, &params).unwrap();
-    target.join().unwrap();
+    let source_cpu = augur_sys::thread_cpu_time() - cpu_before;
+    let target_cpu = target.join().unwrap();
     Run {
         report,
         dirty,
         working_set,
+        written,
+        plain_with_guest_s,
+        source_cpu,
+        target_cpu,
     }
 }
 
@@ -121,6 +134,13 @@ struct Run {
     report: augur_microvm::MigrationReport,
     dirty: f64,
     working_set: f64,
+    /// Guest memory written before the move, as sensing counted it: the cost model's memory.
+    written: f64,
+    /// Seconds the plain copy of 256 MiB took with the guest running.
+    plain_with_guest_s: f64,
+    /// CPU time of the sending and the receiving thread over the move.
+    source_cpu: Duration,
+    target_cpu: Duration,
 }
 
 fn main() {
@@ -139,43 +159,51 @@ fn main() {
             let r = migrate(&kvm, spec, &key, dir.path());
             let total = r.report.total.as_secs_f64();
             let floor = r.report.bytes as f64 / bandwidth;
+            let bandwidth_with_guest = 256.0 * MIB / r.plain_with_guest_s;
+            let floor_with_guest = r.report.bytes as f64 / bandwidth_with_guest;
             let link = Link {
                 bandwidth,
                 max_downtime_s: params.downtime_goal.as_secs_f64(),
                 max_rounds: params.max_rounds,
             };
-            let predicted = migration_cost(256.0 * MIB, r.working_set, r.dirty, &link);
+            let predicted = migration_cost(r.written, r.working_set, r.dirty, &link);
             let after_calibration = calibrated.map(|rate| {
                 let link = Link {
                     bandwidth: rate,
                     ..link
                 };
-                let p = migration_cost(256.0 * MIB, r.working_set, r.dirty, &link).total_s;
+                let p = migration_cost(r.written, r.working_set, r.dirty, &link).total_s;
                 format!(
                     "calibrated on the previous move {:.1} ms, predicted/measured {:.2}",
                     p * 1e3,
                     p / total
                 )
             });
-            calibrated = Some(256.0 * MIB / total);
+            calibrated = Some(r.written / total);
             println!(
                 "{name} 256 MiB guest, run {run}: {:.1} MiB in {:.1} ms over {} rounds ({:?} pages, {} of them zero, {} never backed and not read), \
                  loopback {:.0} MiB/s -> bytes moved/bandwidth {:.1} ms, total/that {:.2}x (goal <= 1.5x), \
-                 total/(plain copy of all 256 MiB) {:.2}x; \
+                 loopback with the guest running {:.0} MiB/s -> total/(bytes moved/that) {:.2}x, \
+                 total/(plain copy of all 256 MiB) {:.2}x; CPU: source {:.1} ms, target {:.1} ms; \
                  downtime {:.2} ms (pause {:.2} ms; goal < 50 ms for idle); \
-                 dirty {:.1} MiB/s, predicted from the link {:.1} ms ({} rounds), predicted/measured {:.2}; {}",
+                 {:.1} MiB written, dirty {:.1} MiB/s, predicted from the link {:.1} ms ({} rounds), predicted/measured {:.2}; {}",
                 r.report.bytes as f64 / MIB,
                 total * 1e3,
                 r.report.rounds.len(),
-                r.report.rounds.iter().map(|x| x.pages).collect::<Vec<_>>(),
+                r.report.rounds.iter().map(|x| (x.pages, (x.seconds * 1e3) as u32)).collect::<Vec<_>>(),
                 r.report.zero_pages,
                 r.report.unbacked_pages,
                 bandwidth / MIB,
                 floor * 1e3,
                 total / floor,
+                bandwidth_with_guest / MIB,
+                total / floor_with_guest,
                 total / plain_s,
+                r.source_cpu.as_secs_f64() * 1e3,
+                r.target_cpu.as_secs_f64() * 1e3,
                 r.report.downtime.as_secs_f64() * 1e3,
                 r.report.pause.as_secs_f64() * 1e3,
+                r.written / MIB,
                 r.dirty / MIB,
                 predicted.total_s * 1e3,
                 predicted.rounds,

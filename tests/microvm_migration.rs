@@ -170,7 +170,10 @@ fn the_target_gets_the_source_memory_page_for_page() {
         source.read(page * 4096, &mut a).unwrap();
         nonzero += usize::from(a.iter().any(|&x| x != 0));
     }
-    assert!(nonzero > 1000, "the working set was written ({nonzero} pages)");
+    assert!(
+        nonzero > 1000,
+        "the working set was written ({nonzero} pages)"
+    );
 }
 
 #[test]

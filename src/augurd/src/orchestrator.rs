@@ -466,7 +466,7 @@ impl Orchestrator {
         let offer = Offer {
             offer_id: self.next_offer.fetch_add(1, Ordering::Relaxed),
             vm: vm.id.clone(),
-            memory_mib: (vm.memory / MIB) as u64,
+            memory_mib: (vm.current.mem / MIB) as u64,
             vcpus: vm.current.cpu.ceil().max(1.0) as u32,
             forecast: vec![HorizonDemand {
                 horizon_s: self.horizon_s,
@@ -766,6 +766,9 @@ struct LocalVm {
     name: String,
     id: u64,
     memory: f64,
+    /// What the first pre-copy round copies: all of memory for QEMU, which reads every page;
+    /// the pages ever written for a microVM, whose migration skips the rest.
+    to_copy: f64,
     vcpus: u32,
     kind: &'static str,
 }
@@ -778,6 +781,7 @@ fn plan_vm(host: &Arc<Host>, vm: LocalVm, horizon_s: u32) -> (PlanVm, String) {
         name,
         id,
         memory,
+        to_copy,
         vcpus,
         kind,
     } = vm;
@@ -819,11 +823,12 @@ fn plan_vm(host: &Arc<Host>, vm: LocalVm, horizon_s: u32) -> (PlanVm, String) {
         .or(w.working_set_mib)
         .map_or(memory, |m| (m * MIB).min(memory));
     let input = format!(
-        "{name} ({kind}): cpu now {:.2}, mean {:.2}, upper {:.2} vCPU ({source}); memory {:.0} MiB; dirty {:.1} MiB/s",
+        "{name} ({kind}): cpu now {:.2}, mean {:.2}, upper {:.2} vCPU ({source}); memory {:.0} MiB, {:.0} MiB to copy; dirty {:.1} MiB/s",
         current.cpu,
         mean.cpu,
         upper.cpu,
         memory / MIB,
+        to_copy / MIB,
         dirty / MIB
     );
     let vm = PlanVm {
@@ -831,7 +836,7 @@ fn plan_vm(host: &Arc<Host>, vm: LocalVm, horizon_s: u32) -> (PlanVm, String) {
         current,
         forecast_mean: mean,
         forecast_upper: upper,
-        memory,
+        memory: to_copy,
         working_set,
         dirty_rate: dirty,
         pinned: false,
@@ -849,6 +854,7 @@ fn local_view(host: &Arc<Host>, id: &str, draining: bool, horizon_s: u32) -> Loc
                     name: dom.xml.name.clone(),
                     id: dom.id,
                     memory: dom.xml.memory_kib as f64 * 1024.0,
+                    to_copy: dom.xml.memory_kib as f64 * 1024.0,
                     vcpus: dom.xml.vcpus,
                     kind: "libvirt domain",
                 })
@@ -863,6 +869,7 @@ fn local_view(host: &Arc<Host>, id: &str, draining: bool, horizon_s: u32) -> Loc
             name: spec.name.clone(),
             id: vm.id(),
             memory: spec.memory_mib as f64 * MIB,
+            to_copy: vm.written_bytes() as f64,
             vcpus: spec.vcpus,
             kind: "microVM",
         })

@@ -39,6 +39,9 @@ pub struct DirtyTotals {
     pub harvests: u64,
     /// Distinct pages dirtied over the last `window` harvests.
     pub working_set_pages: u64,
+    /// Distinct pages written since the VM was made here (or arrived): what the first round
+    /// of a migration out would copy.
+    pub written_pages: u64,
 }
 
 #[derive(Debug)]
@@ -56,6 +59,8 @@ struct Account {
     totals: DirtyTotals,
     window: VecDeque<Vec<u64>>,
     window_len: usize,
+    /// Every page ever harvested or marked written.
+    written: Vec<u64>,
 }
 
 /// Pages collected from KVM for one consumer but not yet seen by it. KVM clears its log on
@@ -129,6 +134,7 @@ impl DirtyTracker {
                 totals: DirtyTotals::default(),
                 window: VecDeque::new(),
                 window_len: window.max(1),
+                written: vec![0; bitmap_words(memory_bytes)],
             }),
         }
     }
@@ -252,6 +258,8 @@ impl DirtyTracker {
         account.totals.pages += pages;
         account.totals.runs += runs;
         account.totals.harvests += 1;
+        or_into(&mut account.written, &bitmap);
+        account.totals.written_pages = pages_and_runs(&account.written).0;
         account.window.push_back(bitmap);
         while account.window.len() > account.window_len {
             account.window.pop_front();
@@ -264,6 +272,23 @@ impl DirtyTracker {
             })
             .sum();
         account.totals
+    }
+
+    /// Counts as written the pages set in `bitmap`: pages the host wrote itself, which KVM's
+    /// log does not see (an incoming migration's).
+    pub fn mark_written(&self, bitmap: &[u64]) {
+        let mut account = self.account.lock().unwrap_or_else(|p| p.into_inner());
+        or_into(&mut account.written, bitmap);
+        account.totals.written_pages = pages_and_runs(&account.written).0;
+    }
+
+    /// Distinct pages written since the VM was made here, as of the last harvest.
+    pub fn written_pages(&self) -> u64 {
+        self.account
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .totals
+            .written_pages
     }
 
     /// Harvests and returns the result as a sample.

@@ -488,6 +488,12 @@ impl MicroVm {
         &self.spec
     }
 
+    /// Bytes of guest memory written since the VM was made here or arrived, as of the last
+    /// sensing harvest: what the first round of a move out copies (the rest is never read).
+    pub fn written_bytes(&self) -> u64 {
+        self.dirty.written_pages() * layout::PAGE
+    }
+
     /// The guest's memory, to read (a digest, a comparison after a move); a running guest
     /// writes it meanwhile.
     pub fn memory(&self) -> &GuestMemory {

@@ -107,6 +107,9 @@ fn receive<S: Read>(stream: &mut S, parts: &Parts) -> Result<Arrivals, Migration
                     )));
                 }
                 if kind == Kind::Pages {
+                    if !written.get(first) {
+                        parts.mem.prepare_write(first * PAGE, data.len())?;
+                    }
                     parts.mem.write(first * PAGE, data)?;
                     written.mark(first, count);
                 } else {
@@ -138,6 +141,7 @@ fn receive<S: Read>(stream: &mut S, parts: &Parts) -> Result<Arrivals, Migration
                 let mut d = Decoder::new(&payload, "done");
                 arrivals.vm_time = Duration::from_nanos(d.u64()?);
                 d.finish()?;
+                parts.dirty.mark_written(&written.0);
                 if let Some(cpu) = arrivals.snapshots.iter().position(Option::is_none) {
                     return Err(MigrationError::Malformed(format!(
                         "the stream ended without vCPU {cpu}'s state"
