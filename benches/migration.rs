@@ -11,7 +11,7 @@
 use augur_mesh::{MeshKey, SealedStream};
 use augur_microvm::migration;
 use augur_microvm::{CountingSwitch, MicroVm, MigrationParams, VmOptions, VmSpec};
-use augur_plan::{migration_cost, Link};
+use augur_plan::{migration_cost, Link, MIN_CALIBRATION_BYTES};
 use augur_wire::{Metric, Source};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -179,7 +179,10 @@ fn main() {
                     p / total
                 )
             });
-            calibrated = Some(r.written / total);
+            // As augurd does: a move that copied little tells the fixed costs, not the rate.
+            if r.written >= MIN_CALIBRATION_BYTES {
+                calibrated = Some(r.written / total);
+            }
             println!(
                 "{name} 256 MiB guest, run {run}: {:.1} MiB in {:.1} ms over {} rounds ({:?} pages, {} of them zero, {} never backed and not read), \
                  loopback {:.0} MiB/s -> bytes moved/bandwidth {:.1} ms, total/that {:.2}x (goal <= 1.5x), \
@@ -208,7 +211,8 @@ fn main() {
                 predicted.total_s * 1e3,
                 predicted.rounds,
                 predicted.total_s / total,
-                after_calibration.unwrap_or_else(|| "first move: nothing to calibrate on".into()),
+                after_calibration
+                    .unwrap_or_else(|| "no earlier move large enough to calibrate on".into()),
             );
         }
     }

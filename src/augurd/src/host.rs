@@ -574,15 +574,16 @@ impl Host {
         }
     }
 
-    /// Learns from a finished migration of a guest with `memory` bytes that took `total_ms`
-    /// from start to finish. The rate is taken per byte of guest memory, the cost model's own
-    /// input, so it folds in what the link really carries (zero pages are sent compactly) and
-    /// the fixed costs of starting the destination.
+    /// Learns from a finished migration that had `memory` bytes to copy (the cost model's own
+    /// input: all of a libvirt guest's memory, what a microVM had written) and took `total_ms`
+    /// from start to finish. The rate is taken per byte of that input, so it folds in what the
+    /// link really carries (zero pages are sent compactly) and the CPU each end spends. Moves
+    /// too small to say anything about the rate are not learnt from.
     pub fn observe_migration(&self, memory: u64, total_ms: Option<u64>) {
         let (bytes, Some(ms)) = (memory, total_ms) else {
             return;
         };
-        if bytes == 0 || ms == 0 {
+        if (bytes as f64) < augur_plan::MIN_CALIBRATION_BYTES || ms == 0 {
             return;
         }
         let rate = bytes as f64 / (ms as f64 / 1000.0);

@@ -823,7 +823,7 @@ fn plan_vm(host: &Arc<Host>, vm: LocalVm, horizon_s: u32) -> (PlanVm, String) {
         .or(w.working_set_mib)
         .map_or(memory, |m| (m * MIB).min(memory));
     let input = format!(
-        "{name} ({kind}): cpu now {:.2}, mean {:.2}, upper {:.2} vCPU ({source}); memory {:.0} MiB, {:.0} MiB to copy; dirty {:.1} MiB/s",
+        "{name} ({kind}): cpu now {:.2}, mean {:.2}, upper {:.2} vCPU ({source}); memory {:.0} MiB, {:.1} MiB to copy; dirty {:.1} MiB/s",
         current.cpu,
         mean.cpu,
         upper.cpu,

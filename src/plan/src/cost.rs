@@ -64,6 +64,11 @@ pub struct MigrationCost {
     pub rounds: u32,
 }
 
+/// A finished move that copied less than this says more about its fixed costs (making the
+/// target VM, the hand-over's round trips) than about the rate bytes go at: calibrating the
+/// bandwidth on it would make every larger VM look slow to move, even non-convergent.
+pub const MIN_CALIBRATION_BYTES: f64 = 16.0 * 1024.0 * 1024.0;
+
 /// Throttling brings the dirty rate to this share of the bandwidth.
 const THROTTLED_SHARE: f64 = 0.8;
 /// Auto-converge can slow the guest to this share of its speed at most (QEMU's default
