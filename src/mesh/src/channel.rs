@@ -1,33 +1,38 @@
-//! An authenticated byte stream between two hosts of a mesh, for bulk transfers such as a
-//! microVM's memory, where a framed message per page would cost too much.
+//! An authenticated, encrypted byte stream between two hosts of a mesh, for bulk transfers such
+//! as a microVM's memory, where a framed message per page would cost too much.
 //!
 //! ```text
 //!  client                                              server
-//!    |-- AUGS v1 | client nonce | purpose | HMAC ------->|  a host without the key is dropped here
+//!    |-- AUGS v2 | client nonce | purpose | HMAC ------->|  a host without the key is dropped here
 //!    |<-- server nonce | HMAC(both nonces, purpose) ------|  ...and here, on the client's side
-//!    |== chunks: length u32 | data | BLAKE3-MAC(seq, length, data) ==|  both ways
+//!    |== chunks: length u32 | AES-256-GCM(data) | tag ==|  both ways
 //! ```
 //! The handshake's tags are HMAC-SHA256 with the mesh key. Each direction then has its own key,
 //! derived from the mesh key, both nonces and the purpose (what the stream is for, e.g. a
-//! lease), and tags its chunks with BLAKE3 in keyed mode: about twice HMAC-SHA256's rate here,
-//! and a migration's rate is bound by the tagging on both ends. Chunks carry an implicit sequence
-//! number, so none can be dropped, reordered, or replayed from another session. Contents are not encrypted: the
-//! mesh's links carry guest memory in the clear, as QEMU's and libvirt's migration do without TLS.
+//! lease), and seals its chunks with AES-256-GCM: the nonce is the chunk's sequence number and
+//! the length is authenticated with the data, so no chunk can be read by a host without the
+//! key, altered, dropped, reordered, or replayed from another session. With AES and carry-less
+//! multiply in hardware this runs at about twice the rate of an HMAC-SHA256 tag alone, and a
+//! migration's rate is bound by the sealing on both ends. Version 1 tagged chunks with HMAC-SHA256
+//! and sent them in the clear; a host speaking it is refused, with the version named.
 
 use crate::key::MeshKey;
 use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
 use rand::TryRngCore;
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use sha2::Sha256;
 use std::io::{self, Read, Write};
 
 type HmacSha256 = Hmac<Sha256>;
 
 const MAGIC: [u8; 4] = *b"AUGS";
-/// 2: chunk tags are BLAKE3 (1 used HMAC-SHA256).
 const VERSION: u8 = 2;
 const NONCE_LEN: usize = 32;
+/// The handshake's HMAC-SHA256 tags.
 const TAG_LEN: usize = 32;
+/// A sealed chunk's AES-GCM tag.
+const CHUNK_TAG_LEN: usize = 16;
 /// Largest purpose string a client may send.
 pub const MAX_PURPOSE: usize = 256;
 /// Data sealed per chunk: large enough that the tag and syscall costs vanish.
@@ -52,34 +57,40 @@ fn invalid(why: String) -> io::Error {
 }
 
 /// One direction's key and chunk counter.
-#[derive(Debug)]
 struct Direction {
-    key: [u8; 32],
+    key: LessSafeKey,
     seq: u64,
+}
+
+impl std::fmt::Debug for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Direction").field("seq", &self.seq).finish()
+    }
 }
 
 impl Direction {
     fn new(mesh: &MeshKey, label: &[u8], nonces: &[u8], purpose: &[u8]) -> Self {
+        let bytes = mac(mesh.bytes(), &[label, nonces, purpose])
+            .finalize()
+            .into_bytes();
+        let key = UnboundKey::new(&aead::AES_256_GCM, &bytes)
+            .expect("an HMAC-SHA256 output is an AES-256 key's length");
         Self {
-            key: mac(mesh.bytes(), &[label, nonces, purpose])
-                .finalize()
-                .into_bytes()
-                .into(),
+            key: LessSafeKey::new(key),
             seq: 0,
         }
     }
 
-    fn tag(&self, len: &[u8; 4], data: &[u8]) -> blake3::Hash {
-        let mut hasher = blake3::Hasher::new_keyed(&self.key);
-        hasher
-            .update(&self.seq.to_le_bytes())
-            .update(len)
-            .update(data);
-        hasher.finalize()
+    /// This chunk's nonce: its sequence number, never repeated under one key (each session and
+    /// direction has its own key, and the counter ends the stream before it could wrap).
+    fn nonce(&self) -> Nonce {
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        nonce[..8].copy_from_slice(&self.seq.to_le_bytes());
+        Nonce::assume_unique_for_key(nonce)
     }
 }
 
-/// A stream whose every chunk is authenticated; see the module documentation.
+/// A stream whose every chunk is encrypted and authenticated; see the module documentation.
 #[derive(Debug)]
 pub struct SealedStream<S> {
     inner: S,
@@ -216,15 +227,24 @@ impl<S: Read + Write> SealedStream<S> {
         }
         let len_bytes = (len as u32).to_le_bytes();
         self.out[..4].copy_from_slice(&len_bytes);
-        let tag = self.send.tag(&len_bytes, &self.out[4..]);
-        self.out.extend_from_slice(tag.as_bytes());
-        self.send.seq += 1;
+        let nonce = self.send.nonce();
+        let tag = self
+            .send
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(len_bytes), &mut self.out[4..])
+            .map_err(|_| io::Error::other("sealing a chunk failed"))?;
+        self.out.extend_from_slice(tag.as_ref());
+        self.send.seq = self
+            .send
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("the stream's chunk counter is exhausted"))?;
         let sent = self.inner.write_all(&self.out);
         self.out.truncate(4);
         sent
     }
 
-    /// Reads and verifies the next chunk; false at a clean end of stream.
+    /// Reads, authenticates and decrypts the next chunk; false at a clean end of stream.
     fn fill(&mut self) -> io::Result<bool> {
         self.got.clear();
         self.at = 0;
@@ -237,17 +257,16 @@ impl<S: Read + Write> SealedStream<S> {
         if len == 0 || len > MAX_CHUNK {
             return Err(invalid(format!("a sealed chunk of {len} bytes")));
         }
-        self.got.resize(len + TAG_LEN, 0);
+        self.got.resize(len + CHUNK_TAG_LEN, 0);
         self.inner.read_exact(&mut self.got)?;
-        let (data, tag) = self.got.split_at(len);
-        let tag: [u8; TAG_LEN] = tag.try_into().unwrap_or([0; TAG_LEN]);
-        // Hash's equality with bytes is constant-time.
-        if self.recv.tag(&len_bytes, data) != tag {
-            return Err(refused(
-                "a chunk failed authentication (tampered, reordered or replayed)",
-            ));
-        }
-        self.recv.seq += 1;
+        let nonce = self.recv.nonce();
+        self.recv
+            .key
+            .open_in_place(nonce, Aad::from(len_bytes), &mut self.got)
+            .map_err(|_| {
+                refused("a chunk failed authentication (tampered, reordered or replayed)")
+            })?;
+        self.recv.seq = self.recv.seq.wrapping_add(1);
         self.got.truncate(len);
         self.at = 0;
         Ok(true)
@@ -362,11 +381,15 @@ mod tests {
         };
         let wire = seal(&[b"first", b"second"]);
         assert_eq!(open(wire.clone()).unwrap(), b"firstsecond");
+        assert!(
+            !wire.windows(6).any(|w| w == b"second"),
+            "what goes on the wire is encrypted"
+        );
         let mut tampered = wire.clone();
         tampered[6] ^= 1;
         assert!(open(tampered).is_err());
         // The second chunk alone carries sequence 1, not 0: a replay out of place is refused.
-        let first_len = 4 + 5 + TAG_LEN;
+        let first_len = 4 + 5 + CHUNK_TAG_LEN;
         assert!(open(wire[first_len..].to_vec()).is_err());
         let mut huge = wire.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
