@@ -143,6 +143,12 @@ fn the_target_gets_the_source_memory_page_for_page() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(vm.status().phase_name, "idle", "the working set is written");
+    vm.sample(0); // a sensing harvest, which counts what the guest wrote
+    let written = vm.written_bytes();
+    assert!(
+        (8 << 20..32 << 20).contains(&written),
+        "the cost model's memory is what the guest wrote: {written} bytes"
+    );
     let (addr, incoming) = target(dir.path(), |_| Ok(()));
     let report = vm
         .migrate_to(&mut connect(addr), &MigrationParams::default())
@@ -151,6 +157,10 @@ fn the_target_gets_the_source_memory_page_for_page() {
     assert!(
         report.unbacked_pages > 0,
         "most of the 64 MiB was never touched: {report:?}"
+    );
+    assert!(
+        moved.written_bytes() >= written,
+        "what arrived counts as written on the target"
     );
     // The idle guest and the host still write the mailbox, the stacks and the I/O areas.
     let live = |page: u64| (0x8..0x9).contains(&page) || (0x20..0x200).contains(&page);
