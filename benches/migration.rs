@@ -1,7 +1,9 @@
 //! Live migration of a 256 MiB microVM on loopback, through the mesh's authenticated stream,
 //! against a plain TCP transfer of 256 MiB between the same two threads in the same run (the
 //! link's bandwidth), measured both before the guest starts and while it runs (its vCPU takes
-//! one of the CPUs the copy would use). Prints, per guest: total time against bytes moved / bandwidth, downtime,
+//! one of the CPUs the copy would use). As root, the busy guest then moves again inside a network
+//! namespace whose loopback `tc` shapes to 1 Gbit/s, where the link rather than the CPU bounds
+//! the move and the cost model from the link alone has what it needs. Prints, per guest: total time against bytes moved / bandwidth, downtime,
 //! and the cost model's prediction against the measured time: first from that bandwidth and the
 //! dirty rate and written memory sensing measured before the move, then calibrated as augurd
 //! calibrates it, with the rate the previous move of the guest achieved per byte written.
@@ -15,6 +17,7 @@ use augur_plan::{migration_cost, Link, MIN_CALIBRATION_BYTES};
 use augur_wire::{Metric, Source};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,14 +90,20 @@ fn dirty_rate(vm: &MicroVm, over: Duration) -> (f64, f64) {
     )
 }
 
-fn migrate(kvm: &kvm_ioctls::Kvm, spec: &str, key: &MeshKey, dir: &std::path::Path) -> Run {
+fn migrate(
+    kvm: &kvm_ioctls::Kvm,
+    spec: &str,
+    key: &MeshKey,
+    dir: &std::path::Path,
+    probe_bytes: usize,
+) -> Run {
     let options = VmOptions::new(dir, Arc::new(CountingSwitch));
     let mut vm = MicroVm::start(kvm, 1, VmSpec::from_toml(spec).unwrap(), &options).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let (dirty, working_set) = dirty_rate(&vm, Duration::from_secs(2));
     let written = vm.written_bytes() as f64;
     // The link as the migration finds it: with this guest's vCPU taking its share of the CPUs.
-    let plain_with_guest_s = plain_transfer(256 << 20);
+    let plain_with_guest_s = plain_transfer(probe_bytes);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let target_key = key.clone();
@@ -136,11 +145,50 @@ struct Run {
     working_set: f64,
     /// Guest memory written before the move, as sensing counted it: the cost model's memory.
     written: f64,
-    /// Seconds the plain copy of 256 MiB took with the guest running.
+    /// Seconds the plain copy of the probe's bytes took with the guest running.
     plain_with_guest_s: f64,
     /// CPU time of the sending and the receiving thread over the move.
     source_cpu: Duration,
     target_cpu: Duration,
+}
+
+/// Passed to this bench when it reruns itself inside a namespace with a shaped loopback.
+const SHAPED_ARG: &str = "--shaped-link";
+const SHAPED_RATE: &str = "1gbit";
+
+/// Runs the busy guest again inside a network namespace of its own, whose loopback `tc` shapes
+/// to 1 Gbit/s: there the link, not the CPU, bounds the move, as on a host with cores to spare.
+fn rerun_on_a_shaped_link() {
+    let ns = format!("augur-bench-{}", std::process::id());
+    let run = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !run("ip", &["netns", "add", &ns]) {
+        println!("shaped-link runs skipped: no network namespace (needs root and iproute2)");
+        return;
+    }
+    let shaped = run("ip", &["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])
+        && run(
+            "ip",
+            &[
+                "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate",
+                SHAPED_RATE, "burst", "256kb", "latency", "50ms",
+            ],
+        );
+    match std::env::current_exe() {
+        Ok(exe) if shaped => {
+            let exe = exe.to_string_lossy().into_owned();
+            if !run("ip", &["netns", "exec", &ns, &exe, SHAPED_ARG]) {
+                println!("shaped-link runs failed");
+            }
+        }
+        _ => println!("shaped-link runs skipped: tc could not shape the namespace's loopback"),
+    }
+    run("ip", &["netns", "del", &ns]);
 }
 
 fn main() {
@@ -148,18 +196,25 @@ fn main() {
         println!("migration bench skipped: /dev/kvm is not usable");
         return;
     };
+    let shaped = std::env::args().any(|a| a == SHAPED_ARG);
     let key = MeshKey::from_bytes(&[9u8; 32]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let params = MigrationParams::default();
-    for (name, spec) in [("idle", IDLE), ("busy 48 MiB/s", BUSY)] {
+    let (link_name, probe_bytes, guests): (_, usize, &[(&str, &str)]) = if shaped {
+        ("1 Gbit/s link", 128 << 20, &[("busy 48 MiB/s", BUSY)])
+    } else {
+        ("loopback", 256 << 20, &[("idle", IDLE), ("busy 48 MiB/s", BUSY)])
+    };
+    let probe = probe_bytes as f64;
+    for &(name, spec) in guests {
         let mut calibrated: Option<f64> = None;
         for run in 0..RUNS {
-            let plain_s = plain_transfer(256 << 20);
-            let bandwidth = 256.0 * MIB / plain_s;
-            let r = migrate(&kvm, spec, &key, dir.path());
+            let plain_s = plain_transfer(probe_bytes);
+            let bandwidth = probe / plain_s;
+            let r = migrate(&kvm, spec, &key, dir.path(), probe_bytes);
             let total = r.report.total.as_secs_f64();
             let floor = r.report.bytes as f64 / bandwidth;
-            let bandwidth_with_guest = 256.0 * MIB / r.plain_with_guest_s;
+            let bandwidth_with_guest = probe / r.plain_with_guest_s;
             let floor_with_guest = r.report.bytes as f64 / bandwidth_with_guest;
             let link = Link {
                 bandwidth,
@@ -185,8 +240,8 @@ fn main() {
             }
             println!(
                 "{name} 256 MiB guest, run {run}: {:.1} MiB in {:.1} ms over {} rounds ({:?} pages, {} of them zero, {} never backed and not read), \
-                 loopback {:.0} MiB/s -> bytes moved/bandwidth {:.1} ms, total/that {:.2}x (goal <= 1.5x), \
-                 loopback with the guest running {:.0} MiB/s -> total/(bytes moved/that) {:.2}x, \
+                 {link_name} {:.0} MiB/s -> bytes moved/bandwidth {:.1} ms, total/that {:.2}x (goal <= 1.5x), \
+                 {link_name} with the guest running {:.0} MiB/s -> total/(bytes moved/that) {:.2}x, \
                  total/(plain copy of all 256 MiB) {:.2}x; CPU: source {:.1} ms, target {:.1} ms; \
                  downtime {:.2} ms (pause {:.2} ms; goal < 50 ms for idle); \
                  {:.1} MiB written, dirty {:.1} MiB/s, predicted from the link {:.1} ms ({} rounds), predicted/measured {:.2}; {}",
@@ -201,7 +256,7 @@ fn main() {
                 total / floor,
                 bandwidth_with_guest / MIB,
                 total / floor_with_guest,
-                total / plain_s,
+                total / (256.0 * MIB / bandwidth),
                 r.source_cpu.as_secs_f64() * 1e3,
                 r.target_cpu.as_secs_f64() * 1e3,
                 r.report.downtime.as_secs_f64() * 1e3,
@@ -215,5 +270,8 @@ fn main() {
                     .unwrap_or_else(|| "no earlier move large enough to calibrate on".into()),
             );
         }
+    }
+    if !shaped {
+        rerun_on_a_shaped_link();
     }
 }
