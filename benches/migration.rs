@@ -6,14 +6,14 @@
 //! the move and the cost model from the link alone has what it needs. Prints, per guest: total time against bytes moved / bandwidth, downtime,
 //! and the cost model's prediction against the measured time: first from that bandwidth and the
 //! dirty rate and written memory sensing measured before the move, then calibrated as augurd
-//! calibrates it, with the rate the previous move of the guest achieved per byte written.
+//! calibrates it: with the bandwidth under which the model predicts the previous move's time.
 //!
 //! `cargo bench -p augur-benches --bench migration`
 
 use augur_mesh::{MeshKey, SealedStream};
 use augur_microvm::migration;
 use augur_microvm::{CountingSwitch, MicroVm, MigrationParams, VmOptions, VmSpec};
-use augur_plan::{migration_cost, Link, MIN_CALIBRATION_BYTES};
+use augur_plan::{bandwidth_for, migration_cost, Link, MIN_CALIBRATION_BYTES};
 use augur_wire::{Metric, Source};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -171,14 +171,30 @@ fn rerun_on_a_shaped_link() {
         println!("shaped-link runs skipped: no network namespace (needs root and iproute2)");
         return;
     }
-    let shaped = run("ip", &["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])
-        && run(
-            "ip",
-            &[
-                "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate",
-                SHAPED_RATE, "burst", "256kb", "latency", "50ms",
-            ],
-        );
+    let shaped = run(
+        "ip",
+        &["netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
+    ) && run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "lo",
+            "root",
+            "tbf",
+            "rate",
+            SHAPED_RATE,
+            "burst",
+            "256kb",
+            "latency",
+            "50ms",
+        ],
+    );
     match std::env::current_exe() {
         Ok(exe) if shaped => {
             let exe = exe.to_string_lossy().into_owned();
@@ -203,7 +219,11 @@ fn main() {
     let (link_name, probe_bytes, guests): (_, usize, &[(&str, &str)]) = if shaped {
         ("1 Gbit/s link", 128 << 20, &[("busy 48 MiB/s", BUSY)])
     } else {
-        ("loopback", 256 << 20, &[("idle", IDLE), ("busy 48 MiB/s", BUSY)])
+        (
+            "loopback",
+            256 << 20,
+            &[("idle", IDLE), ("busy 48 MiB/s", BUSY)],
+        )
     };
     let probe = probe_bytes as f64;
     for &(name, spec) in guests {
@@ -234,9 +254,10 @@ fn main() {
                     p / total
                 )
             });
-            // As augurd does: a move that copied little tells the fixed costs, not the rate.
+            // As augurd does: the bandwidth under which the model predicts this move's time;
+            // a move that copied little tells the fixed costs, not the rate.
             if r.written >= MIN_CALIBRATION_BYTES {
-                calibrated = Some(r.written / total);
+                calibrated = bandwidth_for(r.written, r.working_set, r.dirty, &link, total);
             }
             println!(
                 "{name} 256 MiB guest, run {run}: {:.1} MiB in {:.1} ms over {} rounds ({:?} pages, {} of them zero, {} never backed and not read), \

@@ -284,7 +284,7 @@ fn libvirt_guests_are_profiled_and_migrated() {
     );
     assert!(second.ok, "{:?}", second.error);
     assert!(
-        second.reason.contains("measured on past moves"),
+        second.reason.contains("fitted to past moves"),
         "{}",
         second.reason
     );

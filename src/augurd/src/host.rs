@@ -13,6 +13,7 @@ use crate::lock;
 use crate::switch::HostSwitch;
 use augur_admin::{AdminError, Capabilities, ErrorCode};
 use augur_microvm::{MicroVm, VmOptions, VmSpec, VmState};
+use augur_plan::Link;
 use augur_sense::kvm_exit::TracepointSource;
 use augur_sense::perf_source::PerfSource;
 use augur_sense::proc_source::ProcReader;
@@ -88,7 +89,7 @@ pub struct Host {
     domains: Mutex<Option<crate::domains::Domains>>,
     /// The mesh member and orchestrator ([mesh] enabled).
     orchestrator: Option<Arc<crate::orchestrator::Orchestrator>>,
-    /// Effective migration bandwidth measured on past moves (bytes/s), averaged.
+    /// Migration bandwidth fitted to past moves (bytes/s), averaged.
     measured_link: Mutex<Option<f64>>,
 }
 
@@ -562,35 +563,50 @@ impl Host {
         }
     }
 
-    /// The bandwidth (bytes/s) the cost model should assume: what past migrations achieved from
-    /// start to finish, else the configured link; and whether it was measured.
-    pub fn migration_bandwidth(&self) -> (f64, bool) {
-        match *lock(&self.measured_link) {
-            Some(b) => (b, true),
-            None => (
-                self.config.libvirt.migration_bandwidth_mib_s as f64 * 1024.0 * 1024.0,
-                false,
-            ),
-        }
+    /// The link the cost model should assume: the bandwidth fitted to past migrations, else the
+    /// configured one (and whether it was fitted), with the configured downtime limit.
+    pub fn migration_link(&self) -> (Link, bool) {
+        let measured = *lock(&self.measured_link);
+        let bandwidth = measured
+            .unwrap_or(self.config.libvirt.migration_bandwidth_mib_s as f64 * 1024.0 * 1024.0);
+        let link = Link {
+            bandwidth,
+            max_downtime_s: self.config.libvirt.max_downtime_ms as f64 / 1000.0,
+            ..Link::default()
+        };
+        (link, measured.is_some())
     }
 
-    /// Learns from a finished migration that had `memory` bytes to copy (the cost model's own
-    /// input: all of a libvirt guest's memory, what a microVM had written) and took `total_ms`
-    /// from start to finish. The rate is taken per byte of that input, so it folds in what the
-    /// link really carries (zero pages are sent compactly) and the CPU each end spends. Moves
-    /// too small to say anything about the rate are not learnt from.
-    pub fn observe_migration(&self, memory: u64, total_ms: Option<u64>) {
-        let (bytes, Some(ms)) = (memory, total_ms) else {
+    /// Learns from a finished migration that took `total_ms` from start to finish, with the cost
+    /// model's inputs as they were when it began: `memory` to copy (all of a libvirt guest's,
+    /// what a microVM had written), `working_set` and `dirty_rate` (bytes, bytes/s). The
+    /// bandwidth kept is the one under which the model predicts that time, so it folds in what
+    /// the link really carried and the CPU each end spent, without taking a busy guest's extra
+    /// rounds for a slow link. Moves too small to say anything about the rate are not learnt
+    /// from.
+    pub fn observe_migration(
+        &self,
+        memory: f64,
+        working_set: f64,
+        dirty_rate: f64,
+        total_ms: Option<u64>,
+    ) {
+        let Some(ms) = total_ms else {
             return;
         };
-        if (bytes as f64) < augur_plan::MIN_CALIBRATION_BYTES || ms == 0 {
+        if memory < augur_plan::MIN_CALIBRATION_BYTES {
             return;
         }
-        let rate = bytes as f64 / (ms as f64 / 1000.0);
-        let mut link = lock(&self.measured_link);
+        let (link, _) = self.migration_link();
+        let Some(fitted) =
+            augur_plan::bandwidth_for(memory, working_set, dirty_rate, &link, ms as f64 / 1000.0)
+        else {
+            return;
+        };
+        let mut measured = lock(&self.measured_link);
         // Half the weight on the newest move: links change, one odd move should not rule.
-        *link = Some(link.map_or(rate, |old| 0.5 * old + 0.5 * rate));
-        info!(bytes_per_s = rate, average = ?*link, "migration bandwidth measured");
+        *measured = Some(measured.map_or(fitted, |old| 0.5 * old + 0.5 * fitted));
+        info!(bytes_per_s = fitted, average = ?*measured, "migration bandwidth fitted");
     }
 
     /// Whether this host runs Augur microVMs (KVM is usable and the driver is microvm).

@@ -393,11 +393,7 @@ impl Orchestrator {
         let rules = Rules {
             target_share: self.config.limit.min(0.8),
             bound_level: host.config.forecast.level,
-            link: augur_plan::cost::Link {
-                bandwidth: host.migration_bandwidth().0,
-                max_downtime_s: host.config.libvirt.max_downtime_ms as f64 / 1000.0,
-                ..Default::default()
-            },
+            link: host.migration_link().0,
             ..Rules::default()
         };
         let plan = plan(&cluster, &rules);
@@ -634,7 +630,7 @@ impl Orchestrator {
         mut record: MigrationRecordReply,
     ) {
         if outcome.ok {
-            host.observe_migration(vm.memory as u64, outcome.total_ms);
+            host.observe_migration(vm.memory, vm.working_set, vm.dirty_rate, outcome.total_ms);
             record.ok = true;
             record.total_ms = outcome.total_ms;
             record.downtime_ms = outcome.downtime_ms;

@@ -152,11 +152,63 @@ pub fn migration_cost(
     }
 }
 
+/// The bandwidth under which [`migration_cost`] predicts what a finished move took: `total_s`
+/// for `memory`, `working_set` and `dirty_rate` as they were when it began, the rest of `link`
+/// as it was. This fits the model's one free input to what the move measured, so the rounds a
+/// busy guest needed are not counted as a slower link (as a rate per byte of memory would).
+/// `None` when no bandwidth in 100 KB/s–1 TB/s explains it.
+pub fn bandwidth_for(
+    memory: f64,
+    working_set: f64,
+    dirty_rate: f64,
+    link: &Link,
+    total_s: f64,
+) -> Option<f64> {
+    let time_at = |bandwidth: f64| {
+        let link = Link { bandwidth, ..*link };
+        migration_cost(memory, working_set, dirty_rate, &link).total_s
+    };
+    let (mut slow, mut fast) = (1e5_f64, 1e12_f64);
+    if !(total_s.is_finite() && total_s > 0.0) || time_at(fast) > total_s || time_at(slow) < total_s
+    {
+        return None;
+    }
+    // More bandwidth never costs more time: bisect on its logarithm.
+    for _ in 0..60 {
+        let mid = (slow * fast).sqrt();
+        if time_at(mid) > total_s {
+            slow = mid;
+        } else {
+            fast = mid;
+        }
+    }
+    Some((slow * fast).sqrt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+    #[test]
+    fn the_fitted_bandwidth_predicts_the_move_it_was_fitted_on() {
+        let link = Link::default();
+        // A busy guest: several rounds. Its time per byte of memory would understate the link.
+        let true_link = Link {
+            bandwidth: 3e8,
+            ..link
+        };
+        let moved = migration_cost(2.0 * GIB, GIB, 1e8, &true_link);
+        assert!(moved.rounds > 1, "{moved:?}");
+        let fitted = bandwidth_for(2.0 * GIB, GIB, 1e8, &link, moved.total_s).unwrap();
+        assert!((fitted / 3e8 - 1.0).abs() < 1e-6, "{fitted}");
+        assert!(2.0 * GIB / moved.total_s < 0.9 * 3e8);
+        assert_eq!(bandwidth_for(GIB, 0.0, 0.0, &link, 0.0), None);
+        assert_eq!(bandwidth_for(GIB, 0.0, 0.0, &link, f64::NAN), None);
+        // Faster than any link in range could have done it.
+        assert_eq!(bandwidth_for(GIB, 0.0, 0.0, &link, 1e-9), None);
+    }
 
     #[test]
     fn an_idle_guest_costs_one_copy_of_its_memory() {

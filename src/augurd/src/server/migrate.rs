@@ -4,7 +4,7 @@
 use crate::host::Host;
 use augur_admin::{AdminError, ErrorCode, MigrateRequest, MigrationReply, Reply};
 use augur_libvirt::MigrationRequest;
-use augur_plan::cost::{migration_cost, Link, Method};
+use augur_plan::cost::{migration_cost, Method};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -46,7 +46,6 @@ pub fn apply(host: &Host, request: &MigrateRequest) -> Result<Reply, AdminError>
     })?;
     let asked = request.method.as_deref().map(parse_method).transpose()?;
 
-    let config = &host.config.libvirt;
     let window = host.current_window(id);
     let memory = memory_kib as f64 * 1024.0;
     let dirty = host.latest_dirty_mib_per_s(id).unwrap_or(0.0) * MIB;
@@ -55,12 +54,8 @@ pub fn apply(host: &Host, request: &MigrateRequest) -> Result<Reply, AdminError>
         .as_ref()
         .and_then(|w| w.guest.as_ref()?.active_mib)
         .map_or(memory, |m| m * MIB);
-    let (bandwidth, measured) = host.migration_bandwidth();
-    let link = Link {
-        bandwidth,
-        max_downtime_s: config.max_downtime_ms as f64 / 1000.0,
-        ..Link::default()
-    };
+    let (link, measured) = host.migration_link();
+    let bandwidth = link.bandwidth;
     let cost = migration_cost(memory, working_set, dirty, &link);
     let method = asked.unwrap_or(cost.method);
     let reason = match asked {
@@ -70,7 +65,7 @@ pub fn apply(host: &Host, request: &MigrateRequest) -> Result<Reply, AdminError>
             memory_kib / 1024,
             dirty / MIB,
             bandwidth / MIB,
-            if measured { "measured on past moves" } else { "configured" },
+            if measured { "fitted to past moves" } else { "configured" },
             cost.method.as_str(),
             cost.rounds
         ),
@@ -86,7 +81,7 @@ pub fn apply(host: &Host, request: &MigrateRequest) -> Result<Reply, AdminError>
     );
     host.with_domains(|d| d.refresh_soon());
     if report.ok {
-        host.observe_migration(memory_kib * 1024, report.total_ms);
+        host.observe_migration(memory, working_set, dirty, report.total_ms);
     }
     let reply = MigrationReply {
         vm: name,
