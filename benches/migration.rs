@@ -226,8 +226,10 @@ fn main() {
         )
     };
     let probe = probe_bytes as f64;
+    // As augurd calibrates, from every move before: the fixed cost from moves that copied
+    // little, the bandwidth fitted to the others.
+    let (mut setup_s, mut fitted): (Option<f64>, Option<f64>) = (None, None);
     for &(name, spec) in guests {
-        let mut calibrated: Option<f64> = None;
         for run in 0..RUNS {
             let plain_s = plain_transfer(probe_bytes);
             let bandwidth = probe / plain_s;
@@ -238,15 +240,17 @@ fn main() {
             let floor_with_guest = r.report.bytes as f64 / bandwidth_with_guest;
             let link = Link {
                 bandwidth,
+                setup_s: 0.0,
                 max_downtime_s: params.downtime_goal.as_secs_f64(),
                 max_rounds: params.max_rounds,
             };
             let predicted = migration_cost(r.written, r.working_set, r.dirty, &link);
-            let after_calibration = calibrated.map(|rate| {
-                let link = Link {
-                    bandwidth: rate,
-                    ..link
-                };
+            let calibrated = (setup_s.is_some() || fitted.is_some()).then(|| Link {
+                bandwidth: fitted.unwrap_or(bandwidth),
+                setup_s: setup_s.unwrap_or(0.0),
+                ..link
+            });
+            let after_calibration = calibrated.map(|link| {
                 let p = migration_cost(r.written, r.working_set, r.dirty, &link).total_s;
                 format!(
                     "calibrated on the previous move {:.1} ms, predicted/measured {:.2}",
@@ -254,10 +258,14 @@ fn main() {
                     p / total
                 )
             });
-            // As augurd does: the bandwidth under which the model predicts this move's time;
-            // a move that copied little tells the fixed costs, not the rate.
-            if r.written >= MIN_CALIBRATION_BYTES {
-                calibrated = bandwidth_for(r.written, r.working_set, r.dirty, &link, total);
+            if r.written < MIN_CALIBRATION_BYTES {
+                setup_s = Some(total);
+            } else {
+                let link = Link {
+                    setup_s: setup_s.unwrap_or(0.0),
+                    ..link
+                };
+                fitted = bandwidth_for(r.written, r.working_set, r.dirty, &link, total);
             }
             println!(
                 "{name} 256 MiB guest, run {run}: {:.1} MiB in {:.1} ms over {} rounds ({:?} pages, {} of them zero, {} never backed and not read), \
@@ -288,7 +296,7 @@ fn main() {
                 predicted.rounds,
                 predicted.total_s / total,
                 after_calibration
-                    .unwrap_or_else(|| "no earlier move large enough to calibrate on".into()),
+                    .unwrap_or_else(|| "no earlier move to calibrate on".into()),
             );
         }
     }

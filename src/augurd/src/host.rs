@@ -89,8 +89,22 @@ pub struct Host {
     domains: Mutex<Option<crate::domains::Domains>>,
     /// The mesh member and orchestrator ([mesh] enabled).
     orchestrator: Option<Arc<crate::orchestrator::Orchestrator>>,
-    /// Migration bandwidth fitted to past moves (bytes/s), averaged.
-    measured_link: Mutex<Option<f64>>,
+    /// What past migrations said of the link.
+    measured_link: Mutex<MeasuredLink>,
+}
+
+/// The cost model's link as past migrations measured it, each part averaged over moves.
+#[derive(Debug, Default, Clone, Copy)]
+struct MeasuredLink {
+    /// Bytes/s, fitted to moves that copied enough to tell it.
+    bandwidth: Option<f64>,
+    /// Seconds, from moves that copied too little to tell the bandwidth.
+    setup_s: Option<f64>,
+}
+
+/// Half the weight on the newest move: links change, one odd move should not rule.
+fn averaged(old: Option<f64>, new: f64) -> Option<f64> {
+    Some(old.map_or(new, |old| 0.5 * old + 0.5 * new))
 }
 
 pub fn now_ns() -> u64 {
@@ -210,7 +224,7 @@ impl Host {
             store: Mutex::new(store),
             domains: Mutex::new(domains),
             orchestrator,
-            measured_link: Mutex::new(None),
+            measured_link: Mutex::new(MeasuredLink::default()),
         }))
     }
 
@@ -564,26 +578,29 @@ impl Host {
     }
 
     /// The link the cost model should assume: the bandwidth fitted to past migrations, else the
-    /// configured one (and whether it was fitted), with the configured downtime limit.
+    /// configured one (and whether it was fitted); the fixed cost past small moves took; the
+    /// configured downtime limit.
     pub fn migration_link(&self) -> (Link, bool) {
         let measured = *lock(&self.measured_link);
         let bandwidth = measured
+            .bandwidth
             .unwrap_or(self.config.libvirt.migration_bandwidth_mib_s as f64 * 1024.0 * 1024.0);
         let link = Link {
             bandwidth,
+            setup_s: measured.setup_s.unwrap_or(0.0),
             max_downtime_s: self.config.libvirt.max_downtime_ms as f64 / 1000.0,
             ..Link::default()
         };
-        (link, measured.is_some())
+        (link, measured.bandwidth.is_some())
     }
 
     /// Learns from a finished migration that took `total_ms` from start to finish, with the cost
     /// model's inputs as they were when it began: `memory` to copy (all of a libvirt guest's,
-    /// what a microVM had written), `working_set` and `dirty_rate` (bytes, bytes/s). The
-    /// bandwidth kept is the one under which the model predicts that time, so it folds in what
-    /// the link really carried and the CPU each end spent, without taking a busy guest's extra
-    /// rounds for a slow link. Moves too small to say anything about the rate are not learnt
-    /// from.
+    /// what a microVM had written), `working_set` and `dirty_rate` (bytes, bytes/s). A move
+    /// that copied little tells the fixed cost of a move. Otherwise the bandwidth kept is the
+    /// one under which the model predicts that time, so it folds in what the link really
+    /// carried and the CPU each end spent, without taking a busy guest's extra rounds for a
+    /// slow link.
     pub fn observe_migration(
         &self,
         memory: f64,
@@ -594,19 +611,22 @@ impl Host {
         let Some(ms) = total_ms else {
             return;
         };
+        let total_s = ms as f64 / 1000.0;
         if memory < augur_plan::MIN_CALIBRATION_BYTES {
+            let mut measured = lock(&self.measured_link);
+            measured.setup_s = averaged(measured.setup_s, total_s);
+            info!(seconds = total_s, average = ?measured.setup_s, "fixed cost of a move measured");
             return;
         }
         let (link, _) = self.migration_link();
         let Some(fitted) =
-            augur_plan::bandwidth_for(memory, working_set, dirty_rate, &link, ms as f64 / 1000.0)
+            augur_plan::bandwidth_for(memory, working_set, dirty_rate, &link, total_s)
         else {
             return;
         };
         let mut measured = lock(&self.measured_link);
-        // Half the weight on the newest move: links change, one odd move should not rule.
-        *measured = Some(measured.map_or(fitted, |old| 0.5 * old + 0.5 * fitted));
-        info!(bytes_per_s = fitted, average = ?*measured, "migration bandwidth fitted");
+        measured.bandwidth = averaged(measured.bandwidth, fitted);
+        info!(bytes_per_s = fitted, average = ?measured.bandwidth, "migration bandwidth fitted");
     }
 
     /// Whether this host runs Augur microVMs (KVM is usable and the driver is microvm).

@@ -18,6 +18,9 @@ use serde::Serialize;
 pub struct Link {
     /// Bytes per second available to the migration stream.
     pub bandwidth: f64,
+    /// Seconds every move takes whatever it copies: opening the stream, making the target VM,
+    /// the hand-over's round trips.
+    pub setup_s: f64,
     /// The longest pause the guest may see, in seconds.
     pub max_downtime_s: f64,
     /// Pre-copy rounds before giving up on plain pre-copy.
@@ -28,6 +31,7 @@ impl Default for Link {
     fn default() -> Self {
         Link {
             bandwidth: 1.25e9, // 10 Gb/s
+            setup_s: 0.0,
             max_downtime_s: 0.3,
             max_rounds: 30,
         }
@@ -84,6 +88,13 @@ pub fn migration_cost(
     dirty_rate: f64,
     link: &Link,
 ) -> MigrationCost {
+    let mut cost = transfer_cost(memory, working_set, dirty_rate, link);
+    cost.total_s += link.setup_s.max(0.0);
+    cost
+}
+
+/// [`migration_cost`] without the link's fixed cost.
+fn transfer_cost(memory: f64, working_set: f64, dirty_rate: f64, link: &Link) -> MigrationCost {
     let memory = memory.max(0.0);
     let working_set = working_set.clamp(0.0, memory);
     let dirty_rate = dirty_rate.max(0.0);
@@ -259,6 +270,18 @@ mod tests {
             assert!(c.total_s <= last, "{gbit} Gb/s: {c:?}");
             last = c.total_s;
         }
+    }
+
+    #[test]
+    fn the_fixed_cost_is_paid_once_and_not_in_downtime() {
+        let plain = migration_cost(GIB, 0.2 * GIB, 1e8, &Link::default());
+        let link = Link {
+            setup_s: 0.5,
+            ..Link::default()
+        };
+        let c = migration_cost(GIB, 0.2 * GIB, 1e8, &link);
+        assert!((c.total_s - plain.total_s - 0.5).abs() < 1e-9, "{c:?}");
+        assert_eq!((c.downtime_s, c.rounds), (plain.downtime_s, plain.rounds));
     }
 
     #[test]
