@@ -39,9 +39,6 @@ pub struct DirtyTotals {
     pub harvests: u64,
     /// Distinct pages dirtied over the last `window` harvests.
     pub working_set_pages: u64,
-    /// Distinct pages written since the VM was made here (or arrived): what the first round
-    /// of a migration out would copy.
-    pub written_pages: u64,
 }
 
 #[derive(Debug)]
@@ -259,7 +256,6 @@ impl DirtyTracker {
         account.totals.runs += runs;
         account.totals.harvests += 1;
         or_into(&mut account.written, &bitmap);
-        account.totals.written_pages = pages_and_runs(&account.written).0;
         account.window.push_back(bitmap);
         while account.window.len() > account.window_len {
             account.window.pop_front();
@@ -279,16 +275,13 @@ impl DirtyTracker {
     pub fn mark_written(&self, bitmap: &[u64]) {
         let mut account = self.account.lock().unwrap_or_else(|p| p.into_inner());
         or_into(&mut account.written, bitmap);
-        account.totals.written_pages = pages_and_runs(&account.written).0;
     }
 
-    /// Distinct pages written since the VM was made here, as of the last harvest.
+    /// Distinct pages written since the VM was made here (or arrived), as of the last
+    /// harvest: what the first round of a migration out would copy.
     pub fn written_pages(&self) -> u64 {
-        self.account
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .totals
-            .written_pages
+        let account = self.account.lock().unwrap_or_else(|p| p.into_inner());
+        pages_and_runs(&account.written).0
     }
 
     /// Harvests and returns the result as a sample.

@@ -103,9 +103,7 @@ impl AdaptiveBounds {
         entry.next = now_abs + 1;
         Ok(latest)
     }
-}
 
-impl AdaptiveBounds {
     /// What the mean of `vm`'s `resource` follows at each of the model's horizons, as of its
     /// last forecast (empty before one).
     pub fn centres(&self, vm: VmId, resource: Resource) -> Vec<String> {
