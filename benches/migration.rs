@@ -32,6 +32,22 @@ const IDLE: &str = r#"
     seconds = 600
 "#;
 
+/// Writes all the memory it may use, then idles: a move has all of it to carry, once.
+const WRITTEN: &str = r#"
+    name = "written256"
+    memory_mib = 256
+    repeat = false
+    [[phase]]
+    kind = "memory"
+    seconds = 2
+    working_set_mib = 240
+    touch_mib_per_s = 240
+    write_fraction = 1.0
+    [[phase]]
+    kind = "idle"
+    seconds = 600
+"#;
+
 const BUSY: &str = r#"
     name = "busy256"
     memory_mib = 256
@@ -99,7 +115,8 @@ fn migrate(
 ) -> Run {
     let options = VmOptions::new(dir, Arc::new(CountingSwitch));
     let mut vm = MicroVm::start(kvm, 1, VmSpec::from_toml(spec).unwrap(), &options).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Past the written guest's first phase, so every guest is sensed in the state it moves in.
+    std::thread::sleep(Duration::from_millis(2500));
     let (dirty, working_set) = dirty_rate(&vm, Duration::from_secs(2));
     let written = vm.written_bytes() as f64;
     // The link as the migration finds it: with this guest's vCPU taking its share of the CPUs.
@@ -213,6 +230,11 @@ fn main() {
         return;
     };
     let shaped = std::env::args().any(|a| a == SHAPED_ARG);
+    // `cargo bench --bench migration -- idle` runs only the guests whose name holds "idle".
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let key = MeshKey::from_bytes(&[9u8; 32]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let params = MigrationParams::default();
@@ -222,7 +244,11 @@ fn main() {
         (
             "loopback",
             256 << 20,
-            &[("idle", IDLE), ("busy 48 MiB/s", BUSY)],
+            &[
+                ("written, then idle", WRITTEN),
+                ("idle", IDLE),
+                ("busy 48 MiB/s", BUSY),
+            ],
         )
     };
     let probe = probe_bytes as f64;
@@ -230,6 +256,9 @@ fn main() {
     // little, the bandwidth fitted to the others.
     let (mut setup_s, mut fitted): (Option<f64>, Option<f64>) = (None, None);
     for &(name, spec) in guests {
+        if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
         for run in 0..RUNS {
             let plain_s = plain_transfer(probe_bytes);
             let bandwidth = probe / plain_s;
