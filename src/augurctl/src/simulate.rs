@@ -25,8 +25,10 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub host_capacity: Option<f64>,
     /// none, reactive, proactive or oracle (the planner given the actual future: a reference,
-    /// not a policy); several separated by commas (or "all") replay the same placement under
-    /// each, draw them in one SVG and print one report (JSON object) per policy.
+    /// not a policy); several separated by commas (or "all" for those four) replay the same
+    /// placement under each, draw them in one SVG and print one report (JSON object) per
+    /// policy. Two more references ignore every limit on moves: replace-history places every
+    /// VM afresh each hour from the last 8 hours, replace-oracle from the coming hour.
     #[arg(long)]
     pub policy: String,
     /// Share of the hosts' capacity the VMs' mean demand fills when --host-capacity is not given.

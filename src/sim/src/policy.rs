@@ -19,6 +19,13 @@ pub enum Policy {
     /// bound alike), under the same limits: not a policy anyone can run, but the reference for
     /// how far a better forecaster could take the planner.
     Oracle,
+    /// Every hour every VM placed afresh from the last 8 hours of demand, with no limit on moves
+    /// (the VMs most restless first, each where it adds the fewest overloaded steps): a
+    /// reference for what placement from history can do.
+    ReplaceHistory,
+    /// The same from the coming hour's actual demand: a reference for perfect foresight with
+    /// unlimited moves.
+    ReplaceOracle,
 }
 
 impl Policy {
@@ -28,6 +35,8 @@ impl Policy {
             Policy::Reactive => "reactive",
             Policy::Proactive => "proactive",
             Policy::Oracle => "oracle",
+            Policy::ReplaceHistory => "replace-history",
+            Policy::ReplaceOracle => "replace-oracle",
         }
     }
 }
@@ -40,8 +49,10 @@ impl std::str::FromStr for Policy {
             "reactive" => Ok(Policy::Reactive),
             "proactive" => Ok(Policy::Proactive),
             "oracle" => Ok(Policy::Oracle),
+            "replace-history" => Ok(Policy::ReplaceHistory),
+            "replace-oracle" => Ok(Policy::ReplaceOracle),
             other => Err(format!(
-                "unknown policy {other:?} (none, reactive, proactive or oracle)"
+                "unknown policy {other:?} (none, reactive, proactive, oracle, replace-history or replace-oracle)"
             )),
         }
     }

@@ -170,6 +170,19 @@ pub fn simulate(vms: &[SimVm], config: &SimConfig) -> Result<SimReport, String> 
                 )
             }
             Policy::Oracle => Vec::new(),
+            Policy::ReplaceHistory | Policy::ReplaceOracle
+                if deciding
+                    && (t + 1 - config.warmup_steps).is_multiple_of(replace::EVERY_STEPS) =>
+            {
+                let span = if config.policy == Policy::ReplaceHistory {
+                    (t + 1).saturating_sub(replace::HISTORY_STEPS)..t + 1
+                } else {
+                    t + 1..(t + 1 + replace::EVERY_STEPS).min(steps)
+                };
+                let window: Vec<&[f64]> = vms.iter().map(|vm| &vm.cpu[span.clone()]).collect();
+                replace::moves(&host_of, &window, config.hosts, capacity, config.fill)
+            }
+            Policy::ReplaceHistory | Policy::ReplaceOracle => Vec::new(),
         };
         if t >= config.warmup_steps {
             // The moves decided now act from the next step; their overhead falls in this one.
@@ -342,5 +355,6 @@ fn proactive_moves(
 }
 
 mod forecaster;
+mod replace;
 #[cfg(test)]
 mod tests;

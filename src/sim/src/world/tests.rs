@@ -98,6 +98,28 @@ fn the_oracle_plans_on_the_actual_future_and_is_not_outdone_by_the_forecaster() 
 }
 
 #[test]
+fn hourly_replacement_from_the_coming_hour_relieves_the_hosts_and_moves_without_limit() {
+    let vms = batch_vms(12, 6);
+    let none = simulate(&vms, &config(Policy::None)).unwrap();
+    let oracle = simulate(&vms, &config(Policy::ReplaceOracle)).unwrap();
+    let history = simulate(&vms, &config(Policy::ReplaceHistory)).unwrap();
+    assert_eq!(oracle.policy, "replace-oracle");
+    assert_eq!(history.policy, "replace-history");
+    assert!(
+        oracle.overload_host_minutes < none.overload_host_minutes / 2.0,
+        "replace-oracle {} vs none {}",
+        oracle.overload_host_minutes,
+        none.overload_host_minutes
+    );
+    assert!(oracle.migrations > 0 && history.migrations > 0);
+    // Once an hour, as many at a time as the placement asks for.
+    assert!(oracle
+        .moves
+        .iter()
+        .all(|m| m.0 % replace::EVERY_STEPS == replace::EVERY_STEPS - 1));
+}
+
+#[test]
 fn placement_is_reproducible_from_the_seed() {
     let vms = batch_vms(12, 1);
     let a = place_first_fit(&vms, 4, 3000.0, 0.7, 7);
