@@ -237,6 +237,33 @@ fn eval_forecast_reports_every_model_at_every_horizon() {
 }
 
 #[test]
+fn eval_of_series_too_short_for_the_protocol_says_how_long_they_must_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let day: String = (0..288)
+        .map(|i| format!("{i},{},{}\n", i % 50, 10 + i % 7))
+        .collect();
+    let trace = dir.path().join("day.csv");
+    std::fs::write(&trace, format!("step,a,b\n{day}")).unwrap();
+    let out = augurctl(
+        Path::new("/unused"),
+        &[
+            "eval",
+            "forecast",
+            "--traces",
+            trace.to_str().unwrap(),
+            "--format",
+            "wide",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("too short") && stderr.contains("335 steps") && stderr.contains("288"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn simulate_replays_a_wide_trace_under_each_policy() {
     let dir = tempfile::tempdir().unwrap();
     // Nine VMs over two days: three groups, each running a daily job at its own hour.

@@ -90,6 +90,14 @@ fn train_end(len: usize, longest: usize) -> Option<usize> {
     (end > SEASON + 12 && end < len && end >= longest).then_some(end)
 }
 
+/// The fewest steps a series needs for `protocol`: more than a season and a horizon of training
+/// in its first 90%, and room after it for the longest horizon.
+pub fn min_series_len(protocol: &Protocol) -> usize {
+    (1..)
+        .find(|&len| train_end(len, protocol.longest()).is_some())
+        .unwrap_or(usize::MAX)
+}
+
 /// The in-sample seasonal-naive MAE of a training part.
 pub fn seasonal_scale(train: &[f64]) -> Option<f64> {
     if train.len() <= SEASON {
@@ -216,6 +224,12 @@ pub fn evaluate_gbt(
         .filter(|vm| train_end(vm.target.len(), protocol.longest()).is_some())
         .cloned()
         .collect();
+    if usable.is_empty() {
+        return Err(format!(
+            "no series is long enough: each needs {} steps or more",
+            min_series_len(protocol)
+        ));
+    }
     let ends: Vec<usize> = usable
         .iter()
         .filter_map(|vm| train_end(vm.target.len(), protocol.longest()))
