@@ -3,17 +3,19 @@
 //! link's bandwidth), measured both before the guest starts and while it runs (its vCPU takes
 //! one of the CPUs the copy would use). As root, the busy guest then moves again inside a network
 //! namespace whose loopback `tc` shapes to 1 Gbit/s, where the link rather than the CPU bounds
-//! the move and the cost model from the link alone has what it needs. Prints, per guest: total time against bytes moved / bandwidth, downtime,
-//! and the cost model's prediction against the measured time: first from that bandwidth and the
-//! dirty rate and written memory sensing measured before the move, then calibrated as augurd
-//! calibrates it: with the bandwidth under which the model predicts the previous move's time.
+//! the move and the cost model from the link alone has what it needs. Prints, per guest: total
+//! time against bytes moved / bandwidth, downtime, and the cost model's prediction against the
+//! measured time: first from that bandwidth and the dirty rate and written memory sensing
+//! measured before the move, then calibrated on the moves before as augurd calibrates it (the
+//! fixed cost from moves that copied little, the bandwidth under which the model predicts the
+//! others' time, each with half the weight on the newest move).
 //!
 //! `cargo bench -p augur-benches --bench migration`
 
 use augur_mesh::{MeshKey, SealedStream};
 use augur_microvm::migration;
 use augur_microvm::{CountingSwitch, MicroVm, MigrationParams, VmOptions, VmSpec};
-use augur_plan::{bandwidth_for, migration_cost, Link, MIN_CALIBRATION_BYTES};
+use augur_plan::{bandwidth_for, migration_cost, recalibrated, Link, MIN_CALIBRATION_BYTES};
 use augur_wire::{Metric, Source};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -282,19 +284,21 @@ fn main() {
             let after_calibration = calibrated.map(|link| {
                 let p = migration_cost(r.written, r.working_set, r.dirty, &link).total_s;
                 format!(
-                    "calibrated on the previous move {:.1} ms, predicted/measured {:.2}",
+                    "calibrated on the moves before {:.1} ms, predicted/measured {:.2}",
                     p * 1e3,
                     p / total
                 )
             });
             if r.written < MIN_CALIBRATION_BYTES {
-                setup_s = Some(total);
+                setup_s = Some(recalibrated(setup_s, total));
             } else {
                 let link = Link {
                     setup_s: setup_s.unwrap_or(0.0),
                     ..link
                 };
-                fitted = bandwidth_for(r.written, r.working_set, r.dirty, &link, total);
+                if let Some(new) = bandwidth_for(r.written, r.working_set, r.dirty, &link, total) {
+                    fitted = Some(recalibrated(fitted, new));
+                }
             }
             println!(
                 "{name} 256 MiB guest, run {run}: {:.1} MiB in {:.1} ms over {} rounds ({:?} pages, {} of them zero, {} never backed and not read), \

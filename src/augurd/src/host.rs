@@ -102,11 +102,6 @@ struct MeasuredLink {
     setup_s: Option<f64>,
 }
 
-/// Half the weight on the newest move: links change, one odd move should not rule.
-fn averaged(old: Option<f64>, new: f64) -> Option<f64> {
-    Some(old.map_or(new, |old| 0.5 * old + 0.5 * new))
-}
-
 pub fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -614,7 +609,7 @@ impl Host {
         let total_s = ms as f64 / 1000.0;
         if memory < augur_plan::MIN_CALIBRATION_BYTES {
             let mut measured = lock(&self.measured_link);
-            measured.setup_s = averaged(measured.setup_s, total_s);
+            measured.setup_s = Some(augur_plan::recalibrated(measured.setup_s, total_s));
             info!(seconds = total_s, average = ?measured.setup_s, "fixed cost of a move measured");
             return;
         }
@@ -625,7 +620,7 @@ impl Host {
             return;
         };
         let mut measured = lock(&self.measured_link);
-        measured.bandwidth = averaged(measured.bandwidth, fitted);
+        measured.bandwidth = Some(augur_plan::recalibrated(measured.bandwidth, fitted));
         info!(bytes_per_s = fitted, average = ?measured.bandwidth, "migration bandwidth fitted");
     }
 

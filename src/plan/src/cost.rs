@@ -163,6 +163,13 @@ fn transfer_cost(memory: f64, working_set: f64, dirty_rate: f64, link: &Link) ->
     }
 }
 
+/// A calibrated figure (the bandwidth, the fixed cost) after one more finished move measured
+/// `new`: half the weight on the newest move, since links change and one odd move should not
+/// rule.
+pub fn recalibrated(old: Option<f64>, new: f64) -> f64 {
+    old.map_or(new, |old| 0.5 * old + 0.5 * new)
+}
+
 /// The bandwidth under which [`migration_cost`] predicts what a finished move took: `total_s`
 /// for `memory`, `working_set` and `dirty_rate` as they were when it began, the rest of `link`
 /// as it was. This fits the model's one free input to what the move measured, so the rounds a
@@ -270,6 +277,13 @@ mod tests {
             assert!(c.total_s <= last, "{gbit} Gb/s: {c:?}");
             last = c.total_s;
         }
+    }
+
+    #[test]
+    fn the_first_move_sets_a_calibration_and_each_later_one_moves_it_halfway() {
+        let first = recalibrated(None, 100.0);
+        assert_eq!(first, 100.0);
+        assert_eq!(recalibrated(Some(first), 200.0), 150.0);
     }
 
     #[test]

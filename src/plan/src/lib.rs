@@ -16,6 +16,8 @@ mod model;
 mod planner;
 pub mod risk;
 
-pub use cost::{bandwidth_for, migration_cost, Link, Method, MigrationCost, MIN_CALIBRATION_BYTES};
+pub use cost::{
+    bandwidth_for, migration_cost, recalibrated, Link, Method, MigrationCost, MIN_CALIBRATION_BYTES,
+};
 pub use model::{Cluster, Host, HostId, MoveRecord, Resources, Rules, Vm, VmId};
 pub use planner::{plan, Decision, Move, Plan, Rejected};
