@@ -11,8 +11,12 @@ use forust_ml::GradientBooster;
 
 /// Rows walked through one tree together.
 const LOCKSTEP: usize = 4;
-/// The deepest tree laid out: a perfect tree of this depth has 2^16 leaf slots (256 KiB).
+/// The deepest tree laid out: a perfect tree of this depth has 2^16 leaf slots and 1 MiB of
+/// splits.
 const MAX_DEPTH: u32 = 16;
+/// The most split slots all trees together may take (64 MiB): a model file that would need more
+/// is refused rather than laid out.
+const MAX_SPLITS: usize = 1 << 22;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Split {
@@ -120,6 +124,12 @@ impl CompactTrees {
                 leaves: compact.leaves.len(),
             };
             let (split_count, leaf_count) = ((1usize << depth) - 1, 1usize << depth);
+            if laid.splits + split_count > MAX_SPLITS {
+                return Err(format!(
+                    "the trees are too deep or too many to lay out ({} trees, more than {MAX_SPLITS} splits)",
+                    booster.trees.len()
+                ));
+            }
             compact
                 .splits
                 .resize(laid.splits + split_count, Split::default());
