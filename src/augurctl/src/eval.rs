@@ -99,16 +99,6 @@ pub fn forecast(args: &ForecastArgs, json: bool) -> anyhow::Result<()> {
             let _ = std::io::stderr().flush();
         }
     });
-    if skips.too_short == series.len() {
-        let longest = series.iter().map(|s| s.values.len()).max().unwrap_or(0);
-        anyhow::bail!(
-            "every series in {} is too short to evaluate: the protocol trains on the first 90% of \
-             a series, which must hold more than a day and an hour of 5-minute steps before the \
-             test part, so a series needs {} steps or more; the longest here has {longest}",
-            traces.display(),
-            augur_predict::eval::min_series_len(&protocol)
-        );
-    }
     if terminal {
         eprintln!();
         eprint!("training augur-gbt ...");

@@ -92,7 +92,7 @@ fn train_end(len: usize, longest: usize) -> Option<usize> {
 
 /// The fewest steps a series needs for `protocol`: more than a season and a horizon of training
 /// in its first 90%, and room after it for the longest horizon.
-pub fn min_series_len(protocol: &Protocol) -> usize {
+fn min_series_len(protocol: &Protocol) -> usize {
     (1..)
         .find(|&len| train_end(len, protocol.longest()).is_some())
         .unwrap_or(usize::MAX)
@@ -225,8 +225,11 @@ pub fn evaluate_gbt(
         .cloned()
         .collect();
     if usable.is_empty() {
+        let longest = vms.iter().map(|vm| vm.target.len()).max().unwrap_or(0);
         return Err(format!(
-            "no series is long enough: each needs {} steps or more",
+            "every series is too short to evaluate: the protocol trains on the first 90% of a \
+             series, which must hold more than a day and an hour of 5-minute steps before the \
+             test part, so a series needs {} steps or more; the longest here has {longest}",
             min_series_len(protocol)
         ));
     }

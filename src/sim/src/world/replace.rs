@@ -31,8 +31,9 @@ pub fn placement(
         let m = mean(w);
         w.iter().map(|x| (x - m) * (x - m)).sum::<f64>()
     };
+    let spreads: Vec<f64> = window.iter().map(|w| spread(w)).collect();
     let mut order: Vec<usize> = (0..window.len()).collect();
-    order.sort_by(|a, b| spread(window[*b]).total_cmp(&spread(window[*a])));
+    order.sort_by(|a, b| spreads[*b].total_cmp(&spreads[*a]));
     let mut demand = vec![vec![0.0; steps]; hosts];
     let mut load = vec![0.0; hosts];
     let mut host_of = vec![0; window.len()];
