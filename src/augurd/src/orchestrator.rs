@@ -338,43 +338,48 @@ impl Orchestrator {
         }
     }
 
-    /// One pass of the loop.
-    pub async fn tick(&self, host: &Arc<Host>) {
-        self.refresh_peers().await;
+    /// Reads this host's VMs and their forecasts, and books that forecast in the ledger: what
+    /// the host says of itself to peers and what any offer is checked against.
+    async fn refresh_own(&self, host: &Arc<Host>) -> Option<LocalView> {
         // Reading windows and forecasts takes the host's locks and the store: not on the runtime.
-        let local = {
-            let (host, id, draining) = (
-                host.clone(),
-                self.node.id.clone(),
-                self.draining.load(Ordering::Acquire),
-            );
-            let horizon_s = self.horizon_s;
+        let (host, id, draining) = (
+            host.clone(),
+            self.node.id.clone(),
+            self.draining.load(Ordering::Acquire),
+        );
+        let horizon_s = self.horizon_s;
+        let local =
             match tokio::task::spawn_blocking(move || local_view(&host, &id, draining, horizon_s))
                 .await
             {
                 Ok(view) => view,
                 Err(e) => {
                     warn!(error = %e, "the local view could not be read");
-                    return;
+                    return None;
                 }
-            }
+            };
+        let own = vec![HorizonDemand {
+            horizon_s: self.horizon_s,
+            mean: to_demand(
+                &local
+                    .host
+                    .vms
+                    .iter()
+                    .fold(Resources::default(), |a, v| a.add(&v.forecast_mean)),
+            ),
+            upper: to_demand(&local.host.demand_upper()),
+        }];
+        let present: Vec<String> = local.host.vms.iter().map(|v| v.id.clone()).collect();
+        lock(&self.node.ledger).set_own(own, &present);
+        Some(local)
+    }
+
+    /// One pass of the loop.
+    pub async fn tick(&self, host: &Arc<Host>) {
+        self.refresh_peers().await;
+        let Some(local) = self.refresh_own(host).await else {
+            return;
         };
-        // What this host says of itself to peers: its VMs' forecast.
-        {
-            let own = vec![HorizonDemand {
-                horizon_s: self.horizon_s,
-                mean: to_demand(
-                    &local
-                        .host
-                        .vms
-                        .iter()
-                        .fold(Resources::default(), |a, v| a.add(&v.forecast_mean)),
-                ),
-                upper: to_demand(&local.host.demand_upper()),
-            }];
-            let present: Vec<String> = local.host.vms.iter().map(|v| v.id.clone()).collect();
-            lock(&self.node.ledger).set_own(own, &present);
-        }
         let mut hosts = vec![local.host.clone()];
         let peers: Vec<(SocketAddr, PeerState)> = lock(&self.peers)
             .iter()
@@ -958,6 +963,9 @@ pub async fn start(host: &Arc<Host>, stop: watch::Receiver<bool>) -> anyhow::Res
         stop.clone(),
     ));
     info!(%addr, host = %orchestrator.node.id, peers = orchestrator.seeds.len(), dry_run = orchestrator.config.dry_run, "mesh listening");
+    // Peers are answered only once this host's own load is booked: until then its ledger
+    // refuses every offer, and a restarted host would otherwise look empty to its peers.
+    orchestrator.refresh_own(host).await;
     tokio::spawn(orchestrator.node.clone().serve(listener, stop.clone()));
     if host.runs_microvms() {
         let at = match host.config.mesh.microvm_listen.as_str() {

@@ -10,7 +10,8 @@
 //! Integers are little-endian. The tag covers the 12-byte header and the payload. The length is
 //! capped at [`MAX_PAYLOAD`] before anything is allocated. The payload is an [`Envelope`]; after
 //! the tag checks out, the [`ReplayGuard`] refuses a message whose clock is more than
-//! [`MAX_SKEW_MS`] off or whose sequence number is not above the last one seen from its sender.
+//! [`MAX_SKEW_MS`] off, or whose sequence number its sender has used already or is more than
+//! [`REPLAY_WINDOW`] below the highest seen from it.
 
 use crate::key::MeshKey;
 use crate::message::{Envelope, HostId};

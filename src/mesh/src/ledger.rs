@@ -37,6 +37,8 @@ pub enum LedgerError {
     },
     #[error("this host is draining (maintenance): it takes no VMs")]
     Draining,
+    #[error("this host has not forecast its own VMs yet (it just started): it takes no VMs")]
+    NotReady,
     #[error("{0}")]
     Busy(String),
     #[error("no reservation {0} (it expired or was released)")]
@@ -54,8 +56,9 @@ pub struct Ledger {
     capacity: Demand,
     /// The share of capacity the host lets its predicted demand reach.
     limit: f64,
-    /// The host's own forecast for its current VMs, by horizon.
-    own: Vec<HorizonDemand>,
+    /// The host's own forecast for its current VMs, by horizon; until the first one, the host
+    /// does not know its own load and books nothing.
+    own: Option<Vec<HorizonDemand>>,
     reservations: BTreeMap<LeaseId, Reservation>,
     /// VMs committed to this host that its own forecast does not hold yet, and when.
     arrived: BTreeMap<String, (Offer, Instant)>,
@@ -78,15 +81,29 @@ fn upper_at(forecast: &[HorizonDemand], horizon_s: u32) -> Demand {
         .unwrap_or_default()
 }
 
+/// Where a ledger's lease numbers start: random, so that after a restart a Commit or Release
+/// replayed from before it cannot name a reservation granted since.
+fn first_lease() -> LeaseId {
+    use rand::TryRngCore;
+    rand::rngs::OsRng
+        .try_next_u64()
+        .unwrap_or_else(|_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+        .max(1)
+}
+
 impl Ledger {
     pub fn new(capacity: Demand, limit: f64) -> Self {
         Self {
             capacity,
             limit,
-            own: Vec::new(),
+            own: None,
             reservations: BTreeMap::new(),
             arrived: BTreeMap::new(),
-            next_lease: 1,
+            next_lease: first_lease(),
             draining: false,
         }
     }
@@ -96,7 +113,7 @@ impl Ledger {
     /// VMs that arrived are dropped once they are `present` in the forecast, or after
     /// [`ARRIVAL_GRACE`].
     pub fn set_own(&mut self, forecast: Vec<HorizonDemand>, present: &[String]) {
-        self.own = forecast;
+        self.own = Some(forecast);
         let now = Instant::now();
         self.arrived.retain(|vm, (_, at)| {
             !present.contains(vm) && now.saturating_duration_since(*at) < ARRIVAL_GRACE
@@ -121,10 +138,14 @@ impl Ledger {
         gone
     }
 
+    fn own(&self) -> &[HorizonDemand] {
+        self.own.as_deref().unwrap_or_default()
+    }
+
     /// Horizons the book is checked at: the host's own and the offer's.
     fn horizons(&self, offer: &Offer) -> Vec<u32> {
         let mut h: Vec<u32> = self
-            .own
+            .own()
             .iter()
             .chain(&offer.forecast)
             .map(|h| h.horizon_s)
@@ -141,9 +162,12 @@ impl Ledger {
         if self.draining {
             return Err(LedgerError::Draining);
         }
+        if self.own.is_none() {
+            return Err(LedgerError::NotReady);
+        }
         let mut least = f64::INFINITY;
         for horizon in self.horizons(offer) {
-            let mut total = upper_at(&self.own, horizon).plus(&upper_at(&offer.forecast, horizon));
+            let mut total = upper_at(self.own(), horizon).plus(&upper_at(&offer.forecast, horizon));
             for r in self.reservations.values().filter(|r| r.expires > now) {
                 total = total.plus(&upper_at(&r.offer.forecast, horizon));
             }
@@ -295,12 +319,12 @@ impl Ledger {
 
     /// Its own forecast, live reservations and arrived VMs, at each of its horizons.
     pub fn booked(&self, now: Instant) -> Vec<HorizonDemand> {
-        let horizons: Vec<u32> = if self.own.is_empty() {
+        let horizons: Vec<u32> = if self.own().is_empty() {
             vec![300]
         } else {
-            self.own.iter().map(|h| h.horizon_s).collect()
+            self.own().iter().map(|h| h.horizon_s).collect()
         };
-        let forecasts: Vec<&[HorizonDemand]> = std::iter::once(self.own.as_slice())
+        let forecasts: Vec<&[HorizonDemand]> = std::iter::once(self.own())
             .chain(
                 self.reservations
                     .values()
@@ -326,9 +350,11 @@ impl Ledger {
             .collect()
     }
 
-    /// What this host could still take at each of its horizons (capacity × limit − booked).
+    /// What this host could still take at each of its horizons (capacity × limit − booked);
+    /// nothing before it knows its own load.
     pub fn headroom(&self, now: Instant) -> Vec<HorizonDemand> {
-        let free = |cap: f64, used: f64| (cap * self.limit - used).max(0.0);
+        let limit = if self.own.is_some() { self.limit } else { 0.0 };
+        let free = |cap: f64, used: f64| (cap * limit - used).max(0.0);
         self.booked(now)
             .into_iter()
             .map(|b| {
@@ -385,6 +411,30 @@ mod tests {
         );
         l.set_own(offer(0, "own", 4.0, 2000.0).forecast, &[]);
         l
+    }
+
+    #[test]
+    fn a_host_that_has_not_forecast_its_own_load_takes_nothing() {
+        let capacity = Demand {
+            cpu: 10.0,
+            memory_mib: 10_000.0,
+            disk_bps: 0.0,
+            net_bps: 0.0,
+        };
+        let mut l = Ledger::new(capacity, 0.8);
+        let now = Instant::now();
+        let small = offer(1, "vm1", 0.5, 100.0);
+        assert_eq!(l.headroom_with(&small, now), Err(LedgerError::NotReady));
+        let refused = l.reserve("a", small.clone(), Duration::from_secs(10), now);
+        assert_eq!(refused, Err(LedgerError::NotReady));
+        assert!(l.headroom(now).iter().all(|h| h.upper.cpu == 0.0));
+        // Once it knows its VMs use 7 of 10 CPUs, only what fits under 8 is granted.
+        l.set_own(offer(0, "own", 7.0, 2000.0).forecast, &[]);
+        assert!(l.reserve("a", small, Duration::from_secs(10), now).is_ok());
+        assert!(matches!(
+            l.headroom_with(&offer(2, "vm2", 1.0, 100.0), now),
+            Err(LedgerError::NoRoom { .. })
+        ));
     }
 
     #[test]
