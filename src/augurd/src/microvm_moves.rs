@@ -3,7 +3,10 @@
 //!
 //! The stream is the mesh's [`SealedStream`], opened for one lease: a target takes a VM only
 //! against a live reservation for that VM's name and size, so a peer cannot push a VM nobody
-//! negotiated, and a host without the mesh key is dropped in the handshake. While a VM arrives,
+//! negotiated, and a host without the mesh key is dropped in the handshake. A connection takes
+//! one of the few incoming slots (and the transfer's long deadline) only once its first
+//! authenticated record, the VM's header, is admitted; until then it has `ADMIT_DEADLINE`, so
+//! peers without the key cannot hold the slots of real moves. While a VM arrives,
 //! its reservation holds the room past its lease; a VM that started here waits
 //! `COMMIT_GRACE` for its source's commit, a failed stream leaves the lease as it was.
 
@@ -21,11 +24,15 @@ use tracing::{info, warn};
 
 /// Incoming moves at once; more are turned away (each holds a VM's memory while it arrives).
 const MAX_INCOMING: usize = 2;
+/// Connections not yet admitted (handshake, then the first authenticated record) at once.
+const MAX_PENDING: usize = 16;
 /// A stalled peer is given up on after this long without a byte.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// An unauthenticated peer holds one of the few incoming slots no longer than this.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// A connection has this long to authenticate and send a VM's header that its reservation
+/// admits: only then does it take one of the incoming slots and get the transfer's deadline.
+/// A replayed handshake gets this far, but no further without the session keys.
+const ADMIT_DEADLINE: Duration = Duration::from_secs(5);
 /// The longest a whole incoming move may take, however steadily its bytes trickle in.
 const TRANSFER_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
@@ -50,10 +57,6 @@ impl Deadline {
             conn,
             until: Arc::new(Mutex::new(until)),
         }
-    }
-
-    fn set(&self, until: Instant) {
-        *lock(&self.until) = until;
     }
 
     fn left(&self) -> std::io::Result<Duration> {
@@ -112,6 +115,25 @@ pub struct MoveOutcome {
     pub running_on_source: bool,
 }
 
+/// One of a bounded number of places, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        if count.fetch_add(1, Ordering::AcqRel) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(count.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Binds the microVM listener and serves it on a thread of its own; returns the bound address.
 pub fn listen(host: &Arc<Host>, node: &Arc<Node>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
@@ -119,7 +141,7 @@ pub fn listen(host: &Arc<Host>, node: &Arc<Node>, addr: SocketAddr) -> std::io::
     // Polled, so the thread ends with the daemon instead of blocking in accept forever.
     listener.set_nonblocking(true)?;
     let (host, node) = (Arc::downgrade(host), node.clone());
-    let busy = Arc::new(AtomicUsize::new(0));
+    let (pending, arriving) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let claimed: Arc<Mutex<HashSet<LeaseId>>> = Arc::default();
     std::thread::Builder::new()
         .name("microvm-in".into())
@@ -141,20 +163,15 @@ pub fn listen(host: &Arc<Host>, node: &Arc<Node>, addr: SocketAddr) -> std::io::
                 }
             };
             let _ = conn.set_nonblocking(false);
-            if busy.fetch_add(1, Ordering::AcqRel) >= MAX_INCOMING {
-                busy.fetch_sub(1, Ordering::AcqRel);
-                warn!(peer = ?conn.peer_addr().ok(), "incoming microVM refused: {MAX_INCOMING} moves already arriving");
+            let Some(slot) = Slot::take(&pending, MAX_PENDING) else {
+                warn!(peer = ?conn.peer_addr().ok(), "incoming microVM connection refused: {MAX_PENDING} are authenticating already");
                 continue;
-            }
-            let (node, done, claimed) = (node.clone(), busy.clone(), claimed.clone());
+            };
+            let (node, arriving, claimed) = (node.clone(), arriving.clone(), claimed.clone());
             let spawned = std::thread::Builder::new()
                 .name("microvm-recv".into())
-                .spawn(move || {
-                    receive(&host, &node, &claimed, conn);
-                    done.fetch_sub(1, Ordering::AcqRel);
-                });
+                .spawn(move || receive(&host, &node, &claimed, &arriving, conn, slot));
             if spawned.is_err() {
-                busy.fetch_sub(1, Ordering::AcqRel);
                 warn!("no thread for an incoming microVM");
             }
         })?;
@@ -164,11 +181,19 @@ pub fn listen(host: &Arc<Host>, node: &Arc<Node>, addr: SocketAddr) -> std::io::
 /// Leases with a stream arriving under them: one stream per lease.
 type Claimed = Mutex<HashSet<LeaseId>>;
 
-fn receive(host: &Host, node: &Node, claimed: &Claimed, conn: TcpStream) {
+fn receive(
+    host: &Host,
+    node: &Node,
+    claimed: &Claimed,
+    arriving: &Arc<AtomicUsize>,
+    conn: TcpStream,
+    pending: Slot,
+) {
     let peer = conn.peer_addr().ok();
     let started = Instant::now();
     tune(&conn);
-    let conn = Deadline::new(conn, started + HANDSHAKE_DEADLINE);
+    let conn = Deadline::new(conn, started + ADMIT_DEADLINE);
+    let deadline = conn.until.clone();
     let (mut stream, purpose_bytes) = match SealedStream::accept(conn, node.key()) {
         Ok(accepted) => accepted,
         Err(error) => {
@@ -177,13 +202,15 @@ fn receive(host: &Host, node: &Node, claimed: &Claimed, conn: TcpStream) {
             return;
         }
     };
-    stream.get_ref().set(started + TRANSFER_DEADLINE);
     let text = String::from_utf8_lossy(&purpose_bytes).into_owned();
     let lease: Option<LeaseId> = text
         .strip_prefix("microvm lease ")
         .and_then(|l| l.parse().ok());
     // The lease's own expiry while the VM arrives under it, to go back to.
     let mut lease_expiry = None;
+    let mut arrival: Option<Slot> = None;
+    // Whether this stream claimed its lease (a second stream under the same lease does not).
+    let mut claimed_here = false;
     let admit = |h: &augur_microvm::migration::IncomingHeader| {
         let lease = lease.ok_or_else(|| format!("{text:?} names no lease"))?;
         let mut ledger = lock(&node.ledger);
@@ -206,6 +233,14 @@ fn receive(host: &Host, node: &Node, claimed: &Claimed, conn: TcpStream) {
                 "a stream already arrives under reservation {lease}"
             )),
             Some(_) => {
+                let Some(slot) = Slot::take(arriving, MAX_INCOMING) else {
+                    lock(claimed).remove(&lease);
+                    return Err(format!("{MAX_INCOMING} moves are arriving here already"));
+                };
+                arrival = Some(slot);
+                claimed_here = true;
+                drop(pending);
+                *lock(&deadline) = started + TRANSFER_DEADLINE;
                 // The room stays taken while the VM arrives, even past the lease: freed
                 // early, it could be granted to another source while this VM starts here.
                 let held = started + TRANSFER_DEADLINE + COMMIT_GRACE;
@@ -224,9 +259,10 @@ fn receive(host: &Host, node: &Node, claimed: &Claimed, conn: TcpStream) {
         };
         lock(&node.ledger).set_expiry(lease, back, Instant::now());
     }
-    if let Some(lease) = lease {
+    if let (Some(lease), true) = (lease, claimed_here) {
         lock(claimed).remove(&lease);
     }
+    drop(arrival);
     match result {
         Ok(id) => {
             info!(

@@ -310,6 +310,15 @@ fn hosts_in_namespaces_negotiate_and_move_a_microvm() {
         progress(&a).filter(|p| *p > 0)
     });
 
+    // Meanwhile host-x, without the key, keeps about eight connections open to host-b's
+    // microVM port that never authenticate: they must not keep the real move out.
+    let mut squatter = Command::new("ip")
+        .args(["netns", "exec", &net.hosts[2], "bash", "-c"])
+        .arg("for i in $(seq 60); do (exec 3<>/dev/tcp/10.77.0.2/7471; sleep 4) 2>/dev/null & sleep 0.5; done; wait")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+
     assert!(matches!(
         call(&a, Request::Drain { host: None }),
         Ok(Reply::Orchestrator { draining: true, .. })
@@ -341,7 +350,13 @@ fn hosts_in_namespaces_negotiate_and_move_a_microvm() {
         Some("host-b"),
         "host-b granted the lease"
     );
-    assert!(moved.ok, "the microVM moved: {:?}", moved.error);
+    assert!(
+        moved.ok,
+        "the microVM moved, past host-x's idle connections: {:?}",
+        moved.error
+    );
+    let _ = squatter.kill();
+    let _ = squatter.wait();
     assert!(moved.downtime_ms.is_some() && moved.total_ms.is_some());
     // The guest runs on host-b, from where it paused, and no longer on host-a.
     let arrived = wait_for("the microVM on host-b", Duration::from_secs(10), || {
