@@ -199,7 +199,7 @@ impl GbtModel {
         let scales: Vec<Vec<Scale>> = vms
             .iter()
             .zip(train_end)
-            .map(|(vm, &end)| features::scales_of(vm, end.clamp(2, vm.target.len())))
+            .map(|(vm, &end)| features::scales_of(vm, end.max(2).min(vm.target.len())))
             .collect();
         // Fit on the first 90% of each training part, calibrate on its last 10%.
         let mut fit = Vec::new();

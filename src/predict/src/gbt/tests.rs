@@ -268,3 +268,22 @@ fn a_wide_clip_learns_what_a_precursor_foretells() {
         quiet.collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn series_of_one_step_or_none_are_trained_around() {
+    // A VM that has run for less than a step sits beside ones with days of history, as on a
+    // daemon that has just started one.
+    let vms = [synthetic(0, 0), synthetic(1, 1), synthetic(2, 3 * 288)];
+    let ends: Vec<usize> = vms.iter().map(|v| v.target.len()).collect();
+    let settings = Settings {
+        iterations: 20,
+        ..Settings::default()
+    };
+    let model = GbtModel::train(&vms, &ends, &[1, 3], &settings).unwrap();
+    let last = vms[2].target.len() - 1;
+    let scales = features::scales_of(&vms[2], last);
+    assert!(model.forecast(&vms[2], &scales, &[(last, 3)], None).is_ok());
+    // Too short to have any row alone: an error, not a panic.
+    let short = GbtModel::train(&vms[..2], &ends[..2], &[1], &settings);
+    assert!(short.is_err());
+}
