@@ -21,6 +21,11 @@ pub struct SeriesInfo {
 enum Entry {
     Series(SeriesInfo),
     Vm(VmMeta),
+    /// Ids whose series records a damaged catalog lost while data of theirs survives: never
+    /// given to a new series, which would otherwise be served that data as its own.
+    Lost {
+        below: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -79,24 +84,45 @@ impl Catalog {
             Entry::Series(info) => {
                 // Ids are dense; a damaged catalog may leave holes, which stay unused.
                 let id = info.id as usize;
-                if self.series.len() <= id {
-                    self.series.resize(
-                        id + 1,
-                        SeriesInfo {
-                            id: u32::MAX,
-                            vm: 0,
-                            metric: String::new(),
-                            kind: ValueKind::F64,
-                        },
-                    );
-                }
+                self.pad_to(id + 1);
                 self.by_key.insert((info.vm, info.metric.clone()), info.id);
                 self.series[id] = info;
             }
             Entry::Vm(meta) => {
                 self.vms.insert(meta.id, meta);
             }
+            Entry::Lost { below } => self.pad_to(below as usize),
         }
+    }
+
+    fn pad_to(&mut self, len: usize) {
+        if self.series.len() < len {
+            self.series.resize(
+                len,
+                SeriesInfo {
+                    id: u32::MAX,
+                    vm: 0,
+                    metric: String::new(),
+                    kind: ValueKind::F64,
+                },
+            );
+        }
+    }
+
+    /// Whether `id` names a series this catalog knows.
+    pub fn knows(&self, id: u32) -> bool {
+        self.series.get(id as usize).is_some_and(|s| s.id == id)
+    }
+
+    /// Keeps every id below `below` from new series, for the data found of series whose
+    /// records were lost.
+    pub fn retire_below(&mut self, below: u32) -> Result<(), StoreError> {
+        if (below as usize) <= self.series.len() {
+            return Ok(());
+        }
+        self.write(&Entry::Lost { below })?;
+        self.pad_to(below as usize);
+        Ok(())
     }
 
     fn write(&mut self, entry: &Entry) -> Result<(), StoreError> {

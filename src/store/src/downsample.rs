@@ -7,9 +7,13 @@
 //! [`DownsampleJob::run`] (no lock: sealed segments never change) reads and aggregates it;
 //! [`crate::Store::apply_downsample`] (under the lock, one append and one sync) writes the new
 //! blocks and a commit record into the current segment, swaps the index and deletes the old file.
-//! Every output block names its source segment; at open, blocks whose source has no commit record
-//! (a crash mid-apply) are ignored, and a source whose commit record exists is deleted if a crash
-//! left it behind. So a crash at any point loses nothing and duplicates nothing.
+//! Every output block names its source segment, and the commit record names the source and the
+//! offset of the first block of its apply: the blocks it commits are those of that source between
+//! that offset and itself, in the same segment (one append writes them all). At open, and when a
+//! segment is downsampled again, any other block with a source is left out: the blocks of an
+//! apply a crash cut short, which a later apply of the same source wrote again. A source whose
+//! commit record exists is deleted if a crash left it behind. So a crash at any point loses
+//! nothing and duplicates nothing.
 
 use crate::block::{self, Origin};
 use crate::log_file::{read_log, LogKind};
@@ -17,7 +21,10 @@ use crate::types::ValueKind;
 use crate::StoreError;
 use std::path::PathBuf;
 
-const COMMIT_MAGIC: &[u8; 8] = b"AUGRDONE";
+/// Commit records before the first block's offset was recorded: they commit every block of
+/// their source before them in their segment.
+const COMMIT_MAGIC_V1: &[u8; 8] = b"AUGRDONE";
+const COMMIT_MAGIC: &[u8; 8] = b"AUGRDON2";
 
 /// Data older than `after_ns` is kept at one point per `step_s` seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,15 +48,49 @@ pub fn default_tiers() -> Vec<Tier> {
     ]
 }
 
-pub fn commit_record(source: u32) -> Vec<u8> {
+/// The record that makes an apply's blocks count: they start at offset `first` of the segment
+/// the record is written to.
+pub fn commit_record(source: u32, first: u64) -> Vec<u8> {
     let mut payload = COMMIT_MAGIC.to_vec();
     payload.extend_from_slice(&source.to_le_bytes());
+    payload.extend_from_slice(&first.to_le_bytes());
     payload
 }
 
-pub fn parse_commit(payload: &[u8]) -> Option<u32> {
-    let rest = payload.strip_prefix(COMMIT_MAGIC.as_slice())?;
-    Some(u32::from_le_bytes(rest.try_into().ok()?))
+/// A commit record read back, at offset `at` of its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    pub source: u32,
+    /// Offset of the apply's first block (0 for the first format: from the segment's start).
+    pub first: u64,
+    pub at: u64,
+}
+
+pub fn parse_commit(payload: &[u8], at: u64) -> Option<Commit> {
+    if let Some(rest) = payload.strip_prefix(COMMIT_MAGIC.as_slice()) {
+        let rest: &[u8; 12] = rest.try_into().ok()?;
+        let (source, first) = rest.split_at(4);
+        return Some(Commit {
+            source: u32::from_le_bytes(source.try_into().ok()?),
+            first: u64::from_le_bytes(first.try_into().ok()?),
+            at,
+        });
+    }
+    let rest = payload.strip_prefix(COMMIT_MAGIC_V1.as_slice())?;
+    Some(Commit {
+        source: u32::from_le_bytes(rest.try_into().ok()?),
+        first: 0,
+        at,
+    })
+}
+
+/// Whether a block at `offset` of a segment counts, given the commit records of that segment:
+/// raw blocks always do; a downsampled one only if one of them commits it.
+pub fn committed(origin: &Origin, offset: u64, commits: &[Commit]) -> bool {
+    origin.source == 0
+        || commits
+            .iter()
+            .any(|c| c.source == origin.source && (c.first..c.at).contains(&offset))
 }
 
 /// Work picked by the planner: rewrite one sealed segment at `step_s`.
@@ -114,13 +155,20 @@ impl DownsampleJob {
             points_in: 0,
             points_out: 0,
         };
+        let commits: Vec<Commit> = records
+            .iter()
+            .filter_map(|r| parse_commit(&r.payload, r.offset))
+            .collect();
         for record in records {
-            if parse_commit(&record.payload).is_some() {
+            if parse_commit(&record.payload, record.offset).is_some() {
                 continue;
             }
             let Ok((header, ts, bits)) = block::decode(&record.payload) else {
                 continue;
             };
+            if !committed(&header.origin, record.offset, &commits) {
+                continue;
+            }
             let Some(kind) = self.kinds.get(header.series as usize).copied() else {
                 continue;
             };
@@ -156,7 +204,26 @@ mod tests {
         let counter: Vec<u64> = (0..150).map(|i| i * 10).collect();
         let (_, b) = aggregate(ValueKind::U64, &ts, &counter, 60_000_000_000);
         assert_eq!(b, vec![290, 890, 1490]);
-        assert_eq!(parse_commit(&commit_record(42)), Some(42));
-        assert_eq!(parse_commit(b"AUGRDON"), None);
+        let commit = Commit {
+            source: 42,
+            first: 4096,
+            at: 9000,
+        };
+        assert_eq!(parse_commit(&commit_record(42, 4096), 9000), Some(commit));
+        assert_eq!(parse_commit(b"AUGRDON", 0), None);
+        assert_eq!(parse_commit(b"AUGRDON2\x2a\0\0\0", 0), None);
+        let legacy = [COMMIT_MAGIC_V1.as_slice(), &42u32.to_le_bytes()].concat();
+        assert_eq!(
+            parse_commit(&legacy, 77).map(|c| (c.first, c.at)),
+            Some((0, 77))
+        );
+        let from = |source| Origin {
+            resolution_s: 60,
+            source,
+        };
+        assert!(committed(&from(0), 10, &[]));
+        assert!(committed(&from(42), 4096, &[commit]));
+        assert!(!committed(&from(42), 4000, &[commit]), "before the apply");
+        assert!(!committed(&from(7), 5000, &[commit]), "another source");
     }
 }

@@ -250,7 +250,9 @@ impl Store {
             ));
         }
         let mut report = OpenReport::default();
-        let catalog = Catalog::open(&dir.join("catalog.log"))?;
+        let mut catalog = Catalog::open(&dir.join("catalog.log"))?;
+        // The highest series id the data holds, known to the catalog or not.
+        let mut ids_end = 0u32;
         report.catalog_records_skipped = catalog.skipped_records;
 
         // Sealed blocks: index every block whose record checks out and whose header parses.
@@ -262,20 +264,27 @@ impl Store {
         // First pass: every block header and every downsampling commit record.
         let mut found: Vec<(u32, u64, u32, block::BlockHeader)> = Vec::new();
         let mut committed = std::collections::HashSet::new();
+        let mut commits: HashMap<u32, Vec<downsample::Commit>> = HashMap::new();
         for (i, (id, path)) in seg_files.iter().enumerate() {
             let id = *id as u32;
             let (records, scan) = read_log(path, LogKind::Segment)?;
             report.note_scan(path, &scan);
             for record in records {
-                if let Some(source) = downsample::parse_commit(&record.payload) {
-                    committed.insert(source);
+                if let Some(commit) = downsample::parse_commit(&record.payload, record.offset) {
+                    committed.insert(commit.source);
+                    commits.entry(id).or_default().push(commit);
                     continue;
                 }
                 match block::header(&record.payload) {
-                    Ok(h) if (h.series as usize) < catalog.series.len() => {
+                    Ok(h) if catalog.knows(h.series) => {
+                        ids_end = ids_end.max(h.series.saturating_add(1));
                         found.push((id, record.offset, record.payload.len() as u32, h));
                     }
-                    _ => report.bad_blocks += 1,
+                    Ok(h) => {
+                        ids_end = ids_end.max(h.series.saturating_add(1));
+                        report.bad_blocks += 1;
+                    }
+                    Err(_) => report.bad_blocks += 1,
                 }
             }
             if i + 1 == seg_files.len() {
@@ -293,8 +302,8 @@ impl Store {
             );
         }
         // A downsampled segment whose commit is durable but whose file a crash left behind is
-        // replaced by its output: delete it. Output blocks without a commit are from an apply
-        // that never finished: ignore them, their source is still here.
+        // replaced by its output: delete it. Output blocks no commit covers are from an apply
+        // that never finished: ignore them, their source is still here or was applied again.
         let finished: Vec<u32> = committed
             .iter()
             .copied()
@@ -307,8 +316,9 @@ impl Store {
             }
         }
         for (segment, offset, len, h) in found {
-            let valid_origin = h.origin.source == 0 || committed.contains(&h.origin.source);
-            if !valid_origin || finished.contains(&segment) {
+            let in_segment = commits.get(&segment).map_or(&[][..], Vec::as_slice);
+            if !downsample::committed(&h.origin, offset, in_segment) || finished.contains(&segment)
+            {
                 continue;
             }
             index.entry(h.series).or_default().push(BlockRef {
@@ -364,7 +374,8 @@ impl Store {
                     continue;
                 };
                 for p in points {
-                    if (p.series as usize) >= catalog.series.len() {
+                    ids_end = ids_end.max(p.series.saturating_add(1));
+                    if !catalog.knows(p.series) {
                         continue;
                     }
                     let last = last_ts.entry(p.series).or_insert(i64::MIN);
@@ -417,6 +428,8 @@ impl Store {
             )
         };
 
+        // Data of series whose records the catalog lost is not served; their ids are not reused.
+        catalog.retire_below(ids_end)?;
         let cache = BlockCache::new(options.cache_bytes);
         let mut store = Self {
             dir: dir.to_path_buf(),
@@ -996,7 +1009,8 @@ impl Store {
                 output.segment
             )));
         }
-        let commit = downsample::commit_record(output.segment);
+        // The apply's blocks start where the segment ends now.
+        let commit = downsample::commit_record(output.segment, self.current.len());
         let mut payloads: Vec<&[u8]> = output.blocks.iter().map(Vec::as_slice).collect();
         payloads.push(&commit);
         let offsets = self.current.append(&payloads)?;

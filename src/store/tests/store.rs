@@ -254,6 +254,40 @@ fn truncated_files_open_and_keep_everything_before_the_cut() {
 }
 
 #[test]
+fn a_series_whose_catalog_record_was_lost_does_not_lend_its_data_to_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), options(100)).unwrap();
+    vm(&mut store, 1);
+    fill(&mut store, 1, "cpu", 0, 100);
+    let catalog = dir.path().join("catalog.log");
+    let before_mem = std::fs::metadata(&catalog).unwrap().len();
+    fill(&mut store, 1, "mem", 0, 250); // two blocks sealed, 50 points in the WAL
+    store.sync().unwrap();
+    drop(store);
+    // The catalog loses its last record, the one that named "mem".
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&catalog)
+        .unwrap()
+        .set_len(before_mem + 5)
+        .unwrap();
+    let mut store = Store::open(dir.path(), options(100)).unwrap();
+    assert!(
+        store.open_report().bad_blocks > 0,
+        "mem's blocks are not served"
+    );
+    assert_eq!(store.read_range(1, "cpu", 0, i64::MAX).len(), 100);
+    // A series made after the damage starts empty, now and after a reopen.
+    fill(&mut store, 1, "disk", 1000, 10);
+    assert_eq!(store.read_range(1, "disk", 0, i64::MAX).len(), 10);
+    drop(store);
+    let store = Store::open(dir.path(), options(100)).unwrap();
+    let disk = store.read_range(1, "disk", 0, i64::MAX);
+    assert_eq!(disk.len(), 10, "{:?}", &disk[..disk.len().min(3)]);
+    assert!(disk.iter().all(|p| p.ts_ns >= 1000 * S));
+}
+
+#[test]
 fn junk_in_the_directory_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("catalog.log"), b"not a store").unwrap();
