@@ -145,8 +145,8 @@ pub fn forecast(args: &ForecastArgs, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{} series from {} files ({} rows; {} malformed, {} out of range clamped, {} gap steps filled, {} duplicate or backward)",
-        report.series, report.files, report.rows, report.malformed_rows, report.out_of_range, report.gap_steps_filled, report.duplicate_or_backward_rows
+        "{} series from {} files ({} rows; {} malformed, {} out of range clamped, {} gap steps filled, {} duplicate or backward, {} stamped over a year from the rest)",
+        report.series, report.files, report.rows, report.malformed_rows, report.out_of_range, report.gap_steps_filled, report.duplicate_or_backward_rows, report.far_timestamp_rows
     );
     for file in &report.unreadable_files {
         println!("unreadable: {file}");

@@ -91,11 +91,16 @@ fn load(args: &SimulateArgs) -> anyhow::Result<(Vec<SimVm>, usize)> {
                 wide::load(dir, 100.0).with_context(|| format!("loading {}", dir.display()))?;
             let vms = cpu
                 .into_iter()
-                .map(|c| SimVm {
-                    memory: DEFAULT_MEMORY,
-                    mem_used: vec![DEFAULT_MEMORY * DEFAULT_USED_SHARE; c.values.len()],
-                    id: c.id,
-                    cpu: c.values,
+                .map(|c| {
+                    // A VM whose column starts later asks for nothing before it appears.
+                    let lead = (c.start_s / augur_predict::STEP_S).max(0) as usize;
+                    let cpu: Vec<f64> = std::iter::repeat_n(0.0, lead).chain(c.values).collect();
+                    SimVm {
+                        memory: DEFAULT_MEMORY,
+                        mem_used: vec![DEFAULT_MEMORY * DEFAULT_USED_SHARE; cpu.len()],
+                        id: c.id,
+                        cpu,
+                    }
                 })
                 .collect();
             Ok((vms, 0))

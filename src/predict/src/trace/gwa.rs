@@ -225,4 +225,20 @@ mod tests {
         let (disk, _) = load(dir.path(), Resource::Disk).unwrap();
         assert_eq!(disk[0].values[0], 3.0);
     }
+
+    #[test]
+    fn a_row_stamped_years_away_is_dropped_not_stretched_into_a_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 1_376_000_000;
+        let rows: Vec<String> = std::iter::once(HEADER.to_string())
+            .chain(std::iter::once(row(1, 9.0)))
+            .chain((0..5).map(|i| row(day + 300 * i, i as f64)))
+            .chain(std::iter::once(row(4_000_000_000, 9.0)))
+            .collect();
+        std::fs::write(dir.path().join("3.csv"), rows.join("\n")).unwrap();
+        let (series, report) = load(dir.path(), Resource::Cpu).unwrap();
+        assert_eq!(series[0].values, vec![0.0, 1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(series[0].start_s, day);
+        assert_eq!(report.far_timestamp_rows, 2);
+    }
 }

@@ -60,6 +60,9 @@ pub struct LoadReport {
     pub malformed_rows: usize,
     pub out_of_range: usize,
     pub duplicate_or_backward_rows: usize,
+    /// Rows stamped more than a year from the middle of their series: a clock or a field gone
+    /// wrong, which would otherwise stretch the series over years of invented steps.
+    pub far_timestamp_rows: usize,
     pub gap_steps_filled: usize,
     pub unreadable_files: Vec<String>,
 }
@@ -72,6 +75,7 @@ impl LoadReport {
         self.malformed_rows += other.malformed_rows;
         self.out_of_range += other.out_of_range;
         self.duplicate_or_backward_rows += other.duplicate_or_backward_rows;
+        self.far_timestamp_rows += other.far_timestamp_rows;
         self.gap_steps_filled += other.gap_steps_filled;
         self.unreadable_files
             .extend(other.unreadable_files.iter().cloned());
@@ -138,13 +142,26 @@ fn is_csv(path: &Path) -> bool {
     name.ends_with(".csv") || name.ends_with(".csv.gz")
 }
 
-/// Places timestamped values on the 5-minute grid: each row goes to its nearest step; a step
-/// with no row takes the previous value (counted), a row that lands on a filled step is dropped.
+/// How far from the median timestamp of its series a row may be.
+const MAX_REACH_S: i64 = 366 * 86_400;
+
+/// Places timestamped values (sorted by time) on the 5-minute grid: each row goes to its nearest
+/// step; a step with no row takes the previous value (counted), a row that lands on a filled
+/// step is dropped, and so is one stamped more than a year from the series' median (counted).
 pub fn regularize(id: String, rows: &[(i64, f64)], report: &mut LoadReport) -> Option<Series> {
+    let median = rows.get(rows.len() / 2)?.0;
+    let near = |ts: i64| ts.abs_diff(median) <= MAX_REACH_S as u64;
+    let far = rows.iter().filter(|(ts, _)| !near(*ts)).count();
+    report.far_timestamp_rows += far;
+    let rows: Vec<(i64, f64)> = if far > 0 {
+        rows.iter().copied().filter(|(ts, _)| near(*ts)).collect()
+    } else {
+        rows.to_vec()
+    };
     let first = rows.first()?.0;
     let step = crate::STEP_S;
     let mut values: Vec<Option<f64>> = Vec::new();
-    for (ts, v) in rows {
+    for (ts, v) in &rows {
         let index = ((ts - first) as f64 / step as f64).round();
         if !(0.0..=10_000_000.0).contains(&index) {
             report.duplicate_or_backward_rows += 1;
