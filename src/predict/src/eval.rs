@@ -76,10 +76,12 @@ impl Protocol {
     fn origins(&self, h: usize, train_end: usize, len: usize) -> Vec<usize> {
         match self {
             Protocol::Rolling(_) => (train_end.max(h)..len).map(|j| j - h).collect(),
-            Protocol::Gift(window) => (train_end.saturating_sub(1)..len)
-                .step_by(*window)
-                .filter(|t| t + h < len)
-                .collect(),
+            // Whole windows only, the last ending with the series, as GIFT-Eval places them:
+            // every window is scored at every step, none at its short horizons alone.
+            Protocol::Gift(window) => {
+                let windows = len.saturating_sub(train_end) / window;
+                (1..=windows).rev().map(|k| len - k * window - 1).collect()
+            }
         }
     }
 }
@@ -87,7 +89,7 @@ impl Protocol {
 /// The training end of a series, or `None` if it is too short for the protocol.
 fn train_end(len: usize, longest: usize) -> Option<usize> {
     let end = (len as f64 * TRAIN_SHARE).floor() as usize;
-    (end > SEASON + 12 && end < len && end >= longest).then_some(end)
+    (end > SEASON + 12 && end >= longest && len - end >= longest).then_some(end)
 }
 
 /// The fewest steps a series needs for `protocol`: more than a season and a horizon of training
@@ -410,9 +412,10 @@ mod tests {
     fn gift_windows_score_every_step_of_non_overlapping_windows() {
         let protocol = Protocol::Gift(48);
         assert_eq!(protocol.horizons(), (1..=48).collect::<Vec<_>>());
-        // Training ends at 900 of 1000: origins 899, 947 (995 + 1 would pass the end).
-        assert_eq!(protocol.origins(1, 900, 1000), vec![899, 947, 995]);
-        assert_eq!(protocol.origins(48, 900, 1000), vec![899, 947]);
+        // Training ends at 900 of 1000: two whole windows fit, ending with the series, and
+        // every horizon is scored from both (none from a third, partial one).
+        assert_eq!(protocol.origins(1, 900, 1000), vec![903, 951]);
+        assert_eq!(protocol.origins(48, 900, 1000), vec![903, 951]);
         // A series that repeats daily exactly: seasonal naive is perfect over whole windows.
         let values: Vec<f64> = (0..SEASON * 10).map(|i| (i % SEASON) as f64).collect();
         let series = vec![Series {
