@@ -229,6 +229,10 @@ fn receive(
                 "reservation {lease} holds {} MiB, the VM has {} MiB",
                 r.offer.memory_mib, h.spec.memory_mib
             )),
+            Some(r) if r.offer.vcpus < h.spec.vcpus => Err(format!(
+                "reservation {lease} holds {} vCPUs, the VM has {}",
+                r.offer.vcpus, h.spec.vcpus
+            )),
             Some(_) if !lock(claimed).insert(lease) => Err(format!(
                 "a stream already arrives under reservation {lease}"
             )),
