@@ -793,6 +793,27 @@ impl Store {
         true
     }
 
+    /// How many points of `vm` lie in `from <= ts < to`, from the block headers and without
+    /// decoding anything: exact but for the blocks that straddle either end, counted whole.
+    pub fn count_vm_points(&self, vm: VmId, from: i64, to: i64) -> usize {
+        self.catalog
+            .of_vm(vm)
+            .map(|info| {
+                let sealed: usize = self.index.get(&info.id).map_or(0, |blocks| {
+                    blocks
+                        .iter()
+                        .filter(|b| b.max_ts >= from && b.min_ts < to)
+                        .map(|b| b.count as usize)
+                        .sum()
+                });
+                let head = self.heads.get(&info.id).map_or(0, |h| {
+                    h.ts.partition_point(|t| *t < to) - h.ts.partition_point(|t| *t < from)
+                });
+                sealed + head
+            })
+            .sum()
+    }
+
     /// Every series of `vm` as columns, decoded on all cores.
     pub fn read_vm_columns(&self, vm: VmId, from: i64, to: i64) -> Vec<SeriesData> {
         let mut out = Vec::new();

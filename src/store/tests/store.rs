@@ -288,6 +288,25 @@ fn a_series_whose_catalog_record_was_lost_does_not_lend_its_data_to_a_new_one() 
 }
 
 #[test]
+fn points_are_counted_from_block_headers_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), options(100)).unwrap();
+    vm(&mut store, 1);
+    fill(&mut store, 1, "cpu", 0, 550); // 5 blocks sealed, 50 points in the head
+    fill(&mut store, 1, "mem", 0, 30);
+    assert_eq!(store.count_vm_points(1, 0, i64::MAX), 580);
+    assert_eq!(
+        store.count_vm_points(1, 520 * S, 540 * S),
+        20,
+        "head points exactly"
+    );
+    // Blocks straddling an end count whole: an upper bound within a block of the truth.
+    let some = store.count_vm_points(1, 150 * S, 160 * S);
+    assert!((10..=10 + 100).contains(&some), "{some}");
+    assert_eq!(store.count_vm_points(2, 0, i64::MAX), 0);
+}
+
+#[test]
 fn junk_in_the_directory_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("catalog.log"), b"not a store").unwrap();

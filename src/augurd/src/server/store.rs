@@ -6,7 +6,19 @@ use augur_store::Store;
 use std::fmt::Write;
 
 /// Points one export may hold; a larger range is refused with a hint to narrow it.
-const MAX_EXPORT_POINTS: usize = 2_000_000;
+const MAX_EXPORT_POINTS: usize = 1_000_000;
+/// An export's text, escaped, stays this far under the largest reply a client reads.
+const MAX_EXPORT_BYTES: usize = augur_admin::MAX_REPLY - (1 << 20);
+
+fn too_many(points: usize) -> AdminError {
+    AdminError::new(
+        ErrorCode::Unavailable,
+        format!(
+            "{points} points in that range: more than one export carries ({MAX_EXPORT_POINTS} points, {} MiB); narrow --from/--to",
+            MAX_EXPORT_BYTES >> 20
+        ),
+    )
+}
 
 fn disabled() -> AdminError {
     AdminError::new(
@@ -55,16 +67,19 @@ pub fn apply_export(
         ));
     }
     host.with_store(|store| {
-        let id = resolve(store, vm)
-            .ok_or_else(|| AdminError::new(ErrorCode::UnknownVm, format!("the store holds no VM with id or name {vm:?}")))?;
+        let id = resolve(store, vm).ok_or_else(|| {
+            AdminError::new(
+                ErrorCode::UnknownVm,
+                format!("the store holds no VM with id or name {vm:?}"),
+            )
+        })?;
+        // Counted before anything is read: the store's lock is held meanwhile.
+        let about = store.count_vm_points(id, from, to);
+        if about > MAX_EXPORT_POINTS {
+            return Err(too_many(about));
+        }
         let series = store.read_vm_columns(id, from, to);
         let points: usize = series.iter().map(|s| s.len()).sum();
-        if points > MAX_EXPORT_POINTS {
-            return Err(AdminError::new(
-                ErrorCode::Unavailable,
-                format!("{points} points in that range; export at most {MAX_EXPORT_POINTS} at a time (narrow --from/--to)"),
-            ));
-        }
         let mut content = String::new();
         match format {
             ExportFormat::Csv => {
@@ -85,10 +100,24 @@ pub fn apply_export(
                         (s.metric.clone(), serde_json::Value::Array(pairs))
                     })
                     .collect();
-                content = serde_json::json!({ "vm": id, "from_ns": from, "to_ns": to, "series": map }).to_string();
+                content =
+                    serde_json::json!({ "vm": id, "from_ns": from, "to_ns": to, "series": map })
+                        .to_string();
             }
         }
-        Ok(Reply::Export { format, points, content })
+        // The reply carries the text as a JSON string: room for its escapes and the rest.
+        let escapes = content
+            .bytes()
+            .filter(|b| matches!(b, b'\n' | b'"' | b'\\'))
+            .count();
+        if content.len() + escapes > MAX_EXPORT_BYTES {
+            return Err(too_many(points));
+        }
+        Ok(Reply::Export {
+            format,
+            points,
+            content,
+        })
     })
     .unwrap_or_else(|| Err(disabled()))
 }
