@@ -11,7 +11,9 @@
 //! derived from the mesh key, both nonces and the purpose (what the stream is for, e.g. a
 //! lease), and seals its chunks with AES-256-GCM: the nonce is the chunk's sequence number and
 //! the length is authenticated with the data, so no chunk can be read by a host without the
-//! key, altered, dropped, reordered, or replayed from another session. With AES and carry-less
+//! key, altered, dropped from the middle, reordered, or replayed from another session. A stream
+//! cut after a whole chunk ends like a closed one: the protocol on top says when it is complete
+//! (a migration's Done, Go and Started records). With AES and carry-less
 //! multiply in hardware this runs at about twice the rate of an HMAC-SHA256 tag alone, and a
 //! migration's rate is bound by the sealing on both ends. Version 1 tagged chunks with HMAC-SHA256
 //! and sent them in the clear; a host speaking it is refused, with the version named.

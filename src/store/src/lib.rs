@@ -17,8 +17,8 @@
 //! ## Durability rule
 //! A point is durable once the call that acknowledges it returns: [`Store::append`] with
 //! [`Durability::EveryAppend`], or [`Store::sync`] after appends with [`Durability::Manual`].
-//! augurd uses `Manual` and syncs every `sync_interval_ms` (default 200 ms): on power loss at most
-//! the last 200 ms of samples are lost. A crash never loses an acknowledged point and never leaves
+//! augurd uses `Manual` and syncs once per sampling tick, after that tick's batch: on power loss at
+//! most the tick being written is lost. A crash never loses an acknowledged point and never leaves
 //! the store unopenable: a torn WAL tail is cut at open, a corrupt record anywhere is skipped and
 //! reported ([`OpenReport`]), and points sealed into blocks and still in the WAL are replayed once.
 //!
