@@ -297,6 +297,18 @@ impl Ledger {
         }
     }
 
+    /// Frees the reservation `source` holds for offer `offer_id`, if any: one it asked for but
+    /// never heard granted. Returns its lease.
+    pub fn withdraw(&mut self, source: &str, offer_id: u64, now: Instant) -> Option<LeaseId> {
+        let lease = self
+            .reservations
+            .values()
+            .find(|r| r.source == source && r.offer.offer_id == offer_id && r.expires > now)?
+            .lease;
+        self.reservations.remove(&lease);
+        Some(lease)
+    }
+
     /// Live reservations.
     pub fn reservations(&self, now: Instant) -> Vec<&Reservation> {
         self.reservations
@@ -411,6 +423,24 @@ mod tests {
         );
         l.set_own(offer(0, "own", 4.0, 2000.0).forecast, &[]);
         l
+    }
+
+    #[test]
+    fn a_source_withdraws_only_its_own_reservation_for_that_offer() {
+        let mut l = ledger();
+        let now = Instant::now();
+        let lease = Duration::from_secs(60);
+        let a = l
+            .reserve("a", offer(1, "vm1", 1.0, 100.0), lease, now)
+            .unwrap();
+        let b = l
+            .reserve("b", offer(1, "vm2", 1.0, 100.0), lease, now)
+            .unwrap();
+        assert_eq!(l.withdraw("a", 2, now), None, "no such offer");
+        assert_eq!(l.withdraw("a", 1, now), Some(a.lease));
+        assert_eq!(l.withdraw("a", 1, now), None, "once");
+        let left: Vec<LeaseId> = l.reservations(now).iter().map(|r| r.lease).collect();
+        assert_eq!(left, vec![b.lease]);
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //!    |<--- Committed(7) ---------------|                             |
 //! ```
 //! On failure the source sends `Release(lease)` instead (and the VM keeps running where it is);
-//! if the source dies or the network parts, the lease runs out and the room is free again.
+//! if the source dies or the network parts, the lease runs out and the room is free again. A
+//! source whose Reserve got no answer, or a garbled one, sends `Withdraw(offer)` before it asks
+//! the next bidder, so a grant that was lost on the way does not hold room until its lease ends.
 //! A target grants a reservation only if its forecast, every live reservation and the new VM
 //! together stay within its limit at every horizon, under one lock, so concurrent offers never
 //! double-book; a bid alone reserves nothing.

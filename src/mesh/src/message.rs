@@ -171,6 +171,16 @@ pub enum Message {
     Released {
         lease: LeaseId,
     },
+    /// Source → target: whatever you granted for this offer, I never heard of it (the answer
+    /// to Reserve was lost or late); free it.
+    Withdraw {
+        offer_id: u64,
+    },
+    Withdrawn {
+        offer_id: u64,
+        /// Whether a reservation was held for it.
+        freed: bool,
+    },
     /// A request the receiver could not act on.
     Error {
         reason: String,

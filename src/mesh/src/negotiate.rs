@@ -120,11 +120,27 @@ pub async fn negotiate(
                 break;
             }
             Ok(Message::Refused { reason, .. }) => negotiation.refusals.push((peer.id, reason)),
-            Ok(other) => negotiation.refusals.push((peer.id, unexpected(&other))),
-            Err(e) => negotiation.refusals.push((peer.id, e.to_string())),
+            // The target may have granted all the same (a late or garbled answer): before
+            // trying the next bidder, ask it to free whatever it holds for this offer.
+            Ok(other) => {
+                withdraw(node, &peer, offer.offer_id, timeout).await;
+                negotiation.refusals.push((peer.id, unexpected(&other)));
+            }
+            Err(e) => {
+                withdraw(node, &peer, offer.offer_id, timeout).await;
+                negotiation.refusals.push((peer.id, e.to_string()));
+            }
         }
     }
     negotiation
+}
+
+/// Best effort: if the target cannot be told, its lease runs out on its own.
+async fn withdraw(node: &Node, peer: &Peer, offer_id: u64, timeout: Duration) {
+    let msg = Message::Withdraw { offer_id };
+    if let Err(error) = node.request(peer.addr, &peer.id, msg, timeout).await {
+        tracing::debug!(peer = %peer.id, offer_id, %error, "withdraw not delivered");
+    }
 }
 
 /// Runs every future at once (on this task) and returns their outputs in order.

@@ -159,6 +159,21 @@ impl Node {
                     reason: e.to_string(),
                 },
             },
+            Message::Withdraw { offer_id } => {
+                let freed = ledger.withdraw(from, offer_id, now);
+                if let Some(lease) = freed {
+                    info!(
+                        lease,
+                        source = from,
+                        offer_id,
+                        "reservation withdrawn: its grant never reached the source"
+                    );
+                }
+                Message::Withdrawn {
+                    offer_id,
+                    freed: freed.is_some(),
+                }
+            }
             other => Message::Error {
                 reason: format!("not a request: {}", kind(&other)),
             },
@@ -329,6 +344,8 @@ fn kind(msg: &Message) -> &'static str {
         Message::Committed { .. } => "committed",
         Message::Release { .. } => "release",
         Message::Released { .. } => "released",
+        Message::Withdraw { .. } => "withdraw",
+        Message::Withdrawn { .. } => "withdrawn",
         Message::Error { .. } => "error",
     }
 }

@@ -1,5 +1,6 @@
 //! Hosts on loopback negotiating moves over authenticated TCP: bids, reservations, leases,
-//! concurrent sources, a peer with the wrong key, a silent peer, and a replayed frame.
+//! concurrent sources, a peer with the wrong key, a silent peer, a replayed frame, and a grant
+//! whose answer is lost.
 
 use augur_mesh::{
     commit, negotiate, release, BidOutcome, Demand, HorizonDemand, Ledger, MeshKey, Message, Node,
@@ -340,4 +341,63 @@ async fn a_frame_for_another_host_is_refused() {
         .await
         .unwrap();
     assert!(matches!(answer.msg, Message::Granted { .. }), "{answer:?}");
+}
+
+/// Between the source and `target`: passes every exchange whole but the `lossy`-th (counting
+/// from 0), whose request reaches the target and whose answer is dropped.
+async fn lossy_proxy(target: SocketAddr, lossy: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut upstream = TcpStream::connect(target).await.unwrap();
+            if n == lossy {
+                tokio::spawn(async move {
+                    let (mut from_client, _to_client) = client.split();
+                    let (mut from_target, mut to_target) = upstream.split();
+                    let forward = tokio::io::copy(&mut from_client, &mut to_target);
+                    let mut answer = [0u8; 1];
+                    // Once the target starts answering, the whole exchange is cut.
+                    tokio::select! {
+                        _ = forward => {}
+                        _ = from_target.read_exact(&mut answer) => {}
+                    }
+                });
+            } else {
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+            n += 1;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_grant_lost_on_its_way_back_is_withdrawn() {
+    let k = key(7);
+    let target = host("target", 4.0, &k);
+    let (addr, _stop) = serve(&target).await;
+    // The offer passes; the answer to the reservation is lost.
+    let proxy = lossy_proxy(addr, 1).await;
+    let source = host("src", 15.0, &k);
+    let peers = [Peer {
+        id: "target".into(),
+        addr: proxy,
+    }];
+    let n = negotiate(
+        &source,
+        offer(1, "vm1", 4.0),
+        &peers,
+        Duration::from_secs(60),
+        TIMEOUT,
+    )
+    .await;
+    assert!(n.grant.is_none(), "{n:?}");
+    assert_eq!(n.refusals.len(), 1, "{n:?}");
+    // The target had granted it, and freed it again on the source's word, not 60 s later.
+    let ledger = target.ledger.lock().unwrap();
+    assert!(ledger.reservations(Instant::now()).is_empty());
 }
