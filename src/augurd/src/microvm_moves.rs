@@ -7,8 +7,9 @@
 //! one of the few incoming slots (and the transfer's long deadline) only once its first
 //! authenticated record, the VM's header, is admitted; until then it has `ADMIT_DEADLINE`, so
 //! peers without the key cannot hold the slots of real moves. While a VM arrives,
-//! its reservation holds the room past its lease; a VM that started here waits
-//! `COMMIT_GRACE` for its source's commit, a failed stream leaves the lease as it was.
+//! its reservation holds the room past its lease; once the VM runs here, this host commits the
+//! reservation itself (the source's commit then finds it done), and a failed stream leaves the
+//! lease as it was.
 
 use crate::host::Host;
 use crate::lock;
@@ -35,9 +36,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const ADMIT_DEADLINE: Duration = Duration::from_secs(5);
 /// The longest a whole incoming move may take, however steadily its bytes trickle in.
 const TRANSFER_DEADLINE: Duration = Duration::from_secs(30 * 60);
-
-/// How long a target holds the room of a VM that has arrived for its source's commit.
-const COMMIT_GRACE: Duration = Duration::from_secs(30);
 
 /// How long a target may take, once the source's guest is paused, to confirm it has
 /// everything: the guest stays paused meanwhile.
@@ -206,8 +204,9 @@ fn receive(
     let lease: Option<LeaseId> = text
         .strip_prefix("microvm lease ")
         .and_then(|l| l.parse().ok());
-    // The lease's own expiry while the VM arrives under it, to go back to.
+    // The lease's own expiry while the VM arrives under it, to go back to, and its source.
     let mut lease_expiry = None;
+    let mut owner = None;
     let mut arrival: Option<Slot> = None;
     // Whether this stream claimed its lease (a second stream under the same lease does not).
     let mut claimed_here = false;
@@ -236,7 +235,8 @@ fn receive(
             Some(_) if !lock(claimed).insert(lease) => Err(format!(
                 "a stream already arrives under reservation {lease}"
             )),
-            Some(_) => {
+            Some(r) => {
+                owner = Some(r.source.clone());
                 let Some(slot) = Slot::take(arriving, MAX_INCOMING) else {
                     lock(claimed).remove(&lease);
                     return Err(format!("{MAX_INCOMING} moves are arriving here already"));
@@ -247,21 +247,29 @@ fn receive(
                 *lock(&deadline) = started + TRANSFER_DEADLINE;
                 // The room stays taken while the VM arrives, even past the lease: freed
                 // early, it could be granted to another source while this VM starts here.
-                let held = started + TRANSFER_DEADLINE + COMMIT_GRACE;
+                let held = started + TRANSFER_DEADLINE;
                 lease_expiry = ledger.set_expiry(lease, held, now);
                 Ok(())
             }
         }
     };
     let result = host.receive_vm(&mut stream, admit);
-    if let (Some(lease), Some(expiry)) = (lease, lease_expiry) {
-        // A VM that started waits for its source's commit a little past the lease; a failed
-        // stream leaves the lease as it was, for the source to release or to lapse.
-        let back = match result {
-            Ok(_) => expiry.max(Instant::now() + COMMIT_GRACE),
-            Err(_) => expiry,
-        };
-        lock(&node.ledger).set_expiry(lease, back, Instant::now());
+    if let (Some(lease), Some(expiry), Some(owner)) = (lease, lease_expiry, &owner) {
+        let mut ledger = lock(&node.ledger);
+        let now = Instant::now();
+        match result {
+            // The VM runs here: its room is this host's load from now on, whether or not the
+            // source's own commit ever arrives (that one then finds it done).
+            Ok(_) => {
+                if let Err(error) = ledger.commit(lease, owner, now) {
+                    warn!(lease, %error, "an arrived VM's reservation could not be committed");
+                }
+            }
+            // A failed stream leaves the lease as it was, for the source to release or to lapse.
+            Err(_) => {
+                ledger.set_expiry(lease, expiry, now);
+            }
+        }
     }
     if let (Some(lease), true) = (lease, claimed_here) {
         lock(claimed).remove(&lease);

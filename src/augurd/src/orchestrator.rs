@@ -600,7 +600,10 @@ impl Orchestrator {
             .flatten();
         let name = vm.id.clone();
         let outcome = match domain {
-            Some(conn) => tokio::task::spawn_blocking(move || conn.migrate(&name, &request))
+            Some(conn) => self
+                .renewing(&grant, async {
+                    tokio::task::spawn_blocking(move || conn.migrate(&name, &request)).await
+                })
                 .await
                 .map(|r| MoveOutcome {
                     ok: r.ok,
@@ -623,6 +626,27 @@ impl Orchestrator {
         };
         host.with_domains(|d| d.refresh_soon());
         self.finish_move(host, vm, &grant, outcome, record).await;
+    }
+
+    /// Runs `migration` while renewing `grant` every third of its lease: the target does not see
+    /// a libvirt migration, and one that outlasts the lease would otherwise lose its room.
+    async fn renewing<T>(
+        &self,
+        grant: &augur_mesh::Grant,
+        migration: impl std::future::Future<Output = T>,
+    ) -> T {
+        let every = Duration::from_millis(grant.lease_ms / 3).max(Duration::from_secs(1));
+        tokio::pin!(migration);
+        loop {
+            tokio::select! {
+                done = &mut migration => return done,
+                _ = tokio::time::sleep(every) => {
+                    if let Err(error) = augur_mesh::renew(&self.node, grant, PEER_TIMEOUT).await {
+                        warn!(lease = grant.lease, to = %grant.peer.id, %error, "lease not renewed");
+                    }
+                }
+            }
+        }
     }
 
     /// Commits the lease if the VM left this host, releases it if not, and records the move.

@@ -62,6 +62,9 @@ pub struct Ledger {
     reservations: BTreeMap<LeaseId, Reservation>,
     /// VMs committed to this host that its own forecast does not hold yet, and when.
     arrived: BTreeMap<String, (Offer, Instant)>,
+    /// Leases committed lately, with their sources: a second commit of one (the target's own,
+    /// then the source's) is not an error.
+    committed: BTreeMap<LeaseId, (HostId, Offer, Instant)>,
     next_lease: LeaseId,
     draining: bool,
 }
@@ -103,6 +106,7 @@ impl Ledger {
             own: None,
             reservations: BTreeMap::new(),
             arrived: BTreeMap::new(),
+            committed: BTreeMap::new(),
             next_lease: first_lease(),
             draining: false,
         }
@@ -115,6 +119,8 @@ impl Ledger {
     pub fn set_own(&mut self, forecast: Vec<HorizonDemand>, present: &[String]) {
         self.own = Some(forecast);
         let now = Instant::now();
+        self.committed
+            .retain(|_, (_, _, at)| now.saturating_duration_since(*at) < ARRIVAL_GRACE);
         self.arrived.retain(|vm, (_, at)| {
             !present.contains(vm) && now.saturating_duration_since(*at) < ARRIVAL_GRACE
         });
@@ -263,13 +269,41 @@ impl Ledger {
         Some(std::mem::replace(&mut r.expires, until))
     }
 
-    /// The VM arrived: the reservation becomes part of this host's load.
+    /// Holds `source`'s live reservation `lease` for `hold` from now, if that is later than it
+    /// was held already.
+    pub fn renew(
+        &mut self,
+        lease: LeaseId,
+        source: &str,
+        hold: Duration,
+        now: Instant,
+    ) -> Result<(), LedgerError> {
+        self.owned(lease, source, now)?;
+        if let Some(r) = self.reservations.get_mut(&lease) {
+            r.expires = r.expires.max(now + hold);
+        }
+        Ok(())
+    }
+
+    /// The VM arrived: the reservation becomes part of this host's load. Committing a lease
+    /// again (the target did on arrival, then its source does) answers as the first time.
     pub fn commit(
         &mut self,
         lease: LeaseId,
         source: &str,
         now: Instant,
     ) -> Result<Offer, LedgerError> {
+        if let Some((owner, offer, _)) = self.committed.get(&lease) {
+            return if owner == source {
+                Ok(offer.clone())
+            } else {
+                Err(LedgerError::NotYours {
+                    lease,
+                    owner: owner.clone(),
+                    asker: source.to_string(),
+                })
+            };
+        }
         self.owned(lease, source, now)?;
         let r = self
             .reservations
@@ -277,6 +311,8 @@ impl Ledger {
             .ok_or(LedgerError::UnknownLease(lease))?;
         self.arrived
             .insert(r.offer.vm.clone(), (r.offer.clone(), now));
+        self.committed
+            .insert(lease, (r.source, r.offer.clone(), now));
         Ok(r.offer)
     }
 
@@ -423,6 +459,29 @@ mod tests {
         );
         l.set_own(offer(0, "own", 4.0, 2000.0).forecast, &[]);
         l
+    }
+
+    #[test]
+    fn a_lease_the_target_committed_on_arrival_commits_again_for_its_source() {
+        let mut l = ledger();
+        let now = Instant::now();
+        let r = l
+            .reserve(
+                "a",
+                offer(1, "vm1", 1.0, 100.0),
+                Duration::from_secs(60),
+                now,
+            )
+            .unwrap();
+        l.commit(r.lease, "a", now).unwrap();
+        assert_eq!(l.commit(r.lease, "a", now).unwrap().vm, "vm1");
+        assert!(matches!(
+            l.commit(r.lease, "b", now),
+            Err(LedgerError::NotYours { .. })
+        ));
+        assert!(l.reservations(now).is_empty());
+        // Counted once: 4 of its own and 1 arrived, of 8 allowed.
+        assert!((l.headroom(now)[0].upper.cpu - 3.0).abs() < 1e-9);
     }
 
     #[test]

@@ -24,6 +24,9 @@
 //! if the source dies or the network parts, the lease runs out and the room is free again. A
 //! source whose Reserve got no answer, or a garbled one, sends `Withdraw(offer)` before it asks
 //! the next bidder, so a grant that was lost on the way does not hold room until its lease ends.
+//! While a move goes on that the target cannot see (a libvirt migration), the source renews the
+//! lease every third of it with `Renew(lease)`; a microVM's target holds the room itself while
+//! the VM arrives, and commits it once the VM runs.
 //! A target grants a reservation only if its forecast, every live reservation and the new VM
 //! together stay within its limit at every horizon, under one lock, so concurrent offers never
 //! double-book; a bid alone reserves nothing.
@@ -52,5 +55,5 @@ pub use key::{KeyError, MeshKey, MIN_KEY_BYTES};
 pub use ledger::{Ledger, LedgerError, Reservation};
 pub use membership::{MemberId, Members};
 pub use message::{Demand, Envelope, HorizonDemand, HostId, LeaseId, Message, Offer, PeerInfo};
-pub use negotiate::{commit, negotiate, release, BidOutcome, Grant, Negotiation, Peer};
+pub use negotiate::{commit, negotiate, release, renew, BidOutcome, Grant, Negotiation, Peer};
 pub use node::{MeshError, Node};

@@ -164,6 +164,16 @@ pub enum Message {
     Committed {
         lease: LeaseId,
     },
+    /// Source → target: the move is still under way (a libvirt migration the target does not
+    /// see); hold the room `lease_ms` from now.
+    Renew {
+        lease: LeaseId,
+        lease_ms: u64,
+    },
+    Renewed {
+        lease: LeaseId,
+        lease_ms: u64,
+    },
     /// Source → target: the move did not happen; free the capacity.
     Release {
         lease: LeaseId,

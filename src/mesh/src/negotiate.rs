@@ -187,6 +187,25 @@ pub async fn commit(node: &Node, grant: &Grant, timeout: Duration) -> Result<(),
     }
 }
 
+/// Asks the target to hold the room another lease from now, while a move it cannot see (a
+/// libvirt migration) goes on past the lease.
+pub async fn renew(node: &Node, grant: &Grant, timeout: Duration) -> Result<(), String> {
+    let msg = Message::Renew {
+        lease: grant.lease,
+        lease_ms: grant.lease_ms,
+    };
+    match node
+        .request(grant.peer.addr, &grant.peer.id, msg, timeout)
+        .await
+        .map(|e| e.msg)
+    {
+        Ok(Message::Renewed { lease, .. }) if lease == grant.lease => Ok(()),
+        Ok(Message::Refused { reason, .. }) => Err(reason),
+        Ok(other) => Err(unexpected(&other)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Tells the target the move is off. If it cannot be told, the lease runs out on its own.
 pub async fn release(node: &Node, grant: &Grant, timeout: Duration) -> Result<(), MeshError> {
     node.request(

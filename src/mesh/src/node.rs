@@ -159,6 +159,19 @@ impl Node {
                     reason: e.to_string(),
                 },
             },
+            Message::Renew { lease, lease_ms } => {
+                let hold = Duration::from_millis(lease_ms).clamp(MIN_LEASE, MAX_LEASE);
+                match ledger.renew(lease, from, hold, now) {
+                    Ok(()) => Message::Renewed {
+                        lease,
+                        lease_ms: hold.as_millis() as u64,
+                    },
+                    Err(e) => Message::Refused {
+                        offer_id: 0,
+                        reason: e.to_string(),
+                    },
+                }
+            }
             Message::Withdraw { offer_id } => {
                 let freed = ledger.withdraw(from, offer_id, now);
                 if let Some(lease) = freed {
@@ -344,6 +357,8 @@ fn kind(msg: &Message) -> &'static str {
         Message::Committed { .. } => "committed",
         Message::Release { .. } => "release",
         Message::Released { .. } => "released",
+        Message::Renew { .. } => "renew",
+        Message::Renewed { .. } => "renewed",
         Message::Withdraw { .. } => "withdraw",
         Message::Withdrawn { .. } => "withdrawn",
         Message::Error { .. } => "error",

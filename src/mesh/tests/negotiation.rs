@@ -3,8 +3,8 @@
 //! whose answer is lost.
 
 use augur_mesh::{
-    commit, negotiate, release, BidOutcome, Demand, HorizonDemand, Ledger, MeshKey, Message, Node,
-    Offer, Peer,
+    commit, negotiate, release, renew, BidOutcome, Demand, HorizonDemand, Ledger, MeshKey, Message,
+    Node, Offer, Peer,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -400,4 +400,45 @@ async fn a_grant_lost_on_its_way_back_is_withdrawn() {
     // The target had granted it, and freed it again on the source's word, not 60 s later.
     let ledger = target.ledger.lock().unwrap();
     assert!(ledger.reservations(Instant::now()).is_empty());
+}
+
+#[tokio::test]
+async fn a_renewed_lease_holds_the_room_past_its_first_term_and_only_for_its_source() {
+    let k = key(7);
+    let target = host("target", 4.0, &k);
+    let (addr, _stop) = serve(&target).await;
+    let peers = [Peer {
+        id: "target".into(),
+        addr,
+    }];
+    let source = host("src", 15.0, &k);
+    let n = negotiate(
+        &source,
+        offer(1, "vm1", 4.0),
+        &peers,
+        Duration::from_millis(1000),
+        TIMEOUT,
+    )
+    .await;
+    let grant = n.grant.expect("granted");
+    let held = || {
+        target
+            .ledger
+            .lock()
+            .unwrap()
+            .reservations(Instant::now())
+            .len()
+    };
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        renew(&source, &grant, TIMEOUT).await.unwrap();
+    }
+    assert_eq!(held(), 1, "1.5 s into a 1 s lease, renewed");
+    // Another host cannot renew it.
+    let other = host("other", 15.0, &k);
+    let err = renew(&other, &grant, TIMEOUT).await.unwrap_err();
+    assert!(err.contains("belongs to src"), "{err}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(held(), 0, "no renewal, and the lease ran out");
+    assert!(renew(&source, &grant, TIMEOUT).await.is_err());
 }
