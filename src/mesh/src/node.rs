@@ -6,7 +6,8 @@ use crate::frame::{self, FrameError, ReplayGuard, HEADER_LEN};
 use crate::key::MeshKey;
 use crate::ledger::Ledger;
 use crate::message::{Envelope, HostId, Message, PeerInfo};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,9 +20,13 @@ pub const MAX_LEASE: Duration = Duration::from_secs(600);
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
 /// How long a peer may take to send a whole request.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection may take to send its first request, before it has proven anything.
+const FIRST_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections served at once; more wait in the listen queue. Each may hold a frame buffer
 /// before it has proven anything, so this bounds what strangers can make the host allocate.
 const MAX_CONNECTIONS: usize = 64;
+/// Connections one address may hold at once, so that one stranger cannot take every slot.
+const MAX_PER_ADDRESS: usize = 16;
 /// At most one log line per this long about peers that fail authentication.
 const AUTH_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -209,6 +214,7 @@ impl Node {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let per_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
@@ -221,9 +227,24 @@ impl Node {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     };
-                    let node = self.clone();
+                    {
+                        let mut held = lock(&per_address);
+                        let n = held.entry(peer.ip()).or_default();
+                        if *n >= MAX_PER_ADDRESS {
+                            continue;
+                        }
+                        *n += 1;
+                    }
+                    let (node, per_address) = (self.clone(), per_address.clone());
                     tokio::spawn(async move {
                         node.connection(stream, peer).await;
+                        let mut held = lock(&per_address);
+                        if let Some(n) = held.get_mut(&peer.ip()) {
+                            *n -= 1;
+                            if *n == 0 {
+                                held.remove(&peer.ip());
+                            }
+                        }
                         drop(slot);
                     });
                 }
@@ -232,8 +253,9 @@ impl Node {
     }
 
     async fn connection(&self, mut stream: TcpStream, peer: SocketAddr) {
+        let mut wait = FIRST_READ_TIMEOUT;
         loop {
-            let frame = match tokio::time::timeout(READ_TIMEOUT, read_frame(&mut stream)).await {
+            let frame = match tokio::time::timeout(wait, read_frame(&mut stream)).await {
                 Ok(Ok(Some(f))) => f,
                 Ok(Ok(None)) | Err(_) => return,
                 Ok(Err(e)) => {
@@ -252,6 +274,7 @@ impl Node {
                     return;
                 }
             };
+            wait = READ_TIMEOUT;
             let from = envelope.from.clone();
             let reply = self.handle(&from, envelope.msg);
             let out =

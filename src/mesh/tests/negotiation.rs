@@ -442,3 +442,37 @@ async fn a_renewed_lease_holds_the_room_past_its_first_term_and_only_for_its_sou
     assert_eq!(held(), 0, "no renewal, and the lease ran out");
     assert!(renew(&source, &grant, TIMEOUT).await.is_err());
 }
+
+#[tokio::test]
+async fn a_stranger_holding_idle_connections_does_not_keep_peers_out() {
+    let k = key(7);
+    let target = host("target", 4.0, &k);
+    let (addr, _stop) = serve(&target).await;
+    // 70 connections from another address that never send a byte: more than the host serves
+    // at once.
+    let mut idle = Vec::new();
+    for _ in 0..70 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(conn) = socket.connect(addr).await {
+            idle.push(conn);
+        }
+    }
+    let source = host("src", 15.0, &k);
+    let peers = [Peer {
+        id: "target".into(),
+        addr,
+    }];
+    let started = Instant::now();
+    let n = negotiate(
+        &source,
+        offer(1, "vm1", 4.0),
+        &peers,
+        Duration::from_secs(30),
+        TIMEOUT,
+    )
+    .await;
+    assert!(n.grant.is_some(), "{n:?}");
+    assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+    drop(idle);
+}
