@@ -37,6 +37,9 @@ const FORGET_AFTER: Duration = Duration::from_secs(300);
 /// is its floor.
 const LEASE_MARGIN: f64 = 3.0;
 const LEASE_SLACK_S: f64 = 10.0;
+/// A libvirt move still running after this many times its predicted time (plus the slack, at
+/// least a minute, at most an hour) is aborted; the domain stays on its source.
+const GIVE_UP_FACTOR: f64 = 5.0;
 /// Without a trained model, a VM's upper bound is its current demand with this margin.
 const FALLBACK_MARGIN: f64 = 1.25;
 
@@ -593,6 +596,11 @@ impl Orchestrator {
             migrate_uri: info.migrate_host.as_ref().map(|h| format!("tcp://{h}")),
             method: chosen.cost.method,
             dest_xml: None,
+            // A move that takes far longer than predicted (the guest dirties faster than it did)
+            // is given up, so it does not hold the target's room and a move slot for ever.
+            give_up_after: Some(Duration::from_secs_f64(
+                (chosen.cost.total_s * GIVE_UP_FACTOR + LEASE_SLACK_S).clamp(60.0, 3600.0),
+            )),
         };
         info!(vm = %vm.id, to = %grant.peer.id, lease = grant.lease, "reservation granted: migrating");
         let domain = host

@@ -132,6 +132,7 @@ impl Connection {
             self.uri.clone(),
             name.to_string(),
             request.method == Method::PostCopy,
+            request.give_up_after,
             done.clone(),
         );
         let result = domain.migrate_to_uri3(Some(&request.dest_uri), params, request.flags());
@@ -209,22 +210,29 @@ struct Progress {
 }
 
 /// Polls the source's job while a migration runs: logs its progress, switches a post-copy
-/// migration over once the first pre-copy pass is done, and returns the last figures seen.
+/// migration over once the first pre-copy pass is done, aborts the job once `give_up_after`
+/// has passed, and returns the last figures seen.
 fn progress_watcher(
     uri: String,
     name: String,
     post_copy: bool,
+    give_up_after: Option<std::time::Duration>,
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<Progress> {
+    let started = std::time::Instant::now();
     std::thread::spawn(move || {
         let mut progress = Progress::default();
-        let Ok(conn) = Connection::open(&uri) else {
-            return progress;
-        };
-        let Ok(domain) = conn.conn_domain(&name) else {
-            return progress;
+        let watched = Connection::open(&uri)
+            .and_then(|conn| conn.conn_domain(&name).map(|domain| (conn, domain)));
+        let (_conn, domain) = match watched {
+            Ok(watched) => watched,
+            Err(error) => {
+                warn!(domain = %name, %error, post_copy, "migration progress cannot be watched: no progress figures, no switch to post-copy, no time limit");
+                return progress;
+            }
         };
         let mut switched = false;
+        let mut aborted = false;
         let mut last_log = std::time::Instant::now();
         while !done.load(std::sync::atomic::Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -248,7 +256,16 @@ fn progress_watcher(
                     "migrating"
                 );
             }
-            if post_copy && !switched && pass.unwrap_or(0) >= 1 {
+            if !aborted && give_up_after.is_some_and(|limit| started.elapsed() >= limit) {
+                aborted = true;
+                warn!(domain = %name, after = ?started.elapsed(), "migration past its time limit: aborting it; the domain stays here");
+                if let Err(e) = bulk::abort_job(&domain) {
+                    warn!(domain = %name, error = %e, "could not abort the migration");
+                }
+            }
+            // QEMU counts its setup as the first pass: 2 means the first full copy is done, when
+            // virsh's --postcopy-after-precopy switches too.
+            if post_copy && !switched && pass.unwrap_or(0) >= 2 {
                 switched = true;
                 if let Err(e) = bulk::start_post_copy(&domain) {
                     warn!(domain = %name, error = %e, "could not switch to post-copy");
@@ -391,6 +408,15 @@ mod bulk {
     pub fn start_dirty_rate_calc(domain: &Domain, seconds: i32) -> Result<(), Error> {
         // SAFETY: the domain handle is valid for the borrow.
         let rc = unsafe { sys::virDomainStartDirtyRateCalc(domain.as_ptr(), seconds, 0) };
+        if rc < 0 {
+            return Err(last_error());
+        }
+        Ok(())
+    }
+
+    pub fn abort_job(domain: &Domain) -> Result<(), Error> {
+        // SAFETY: the domain handle is valid for the borrow.
+        let rc = unsafe { sys::virDomainAbortJob(domain.as_ptr()) };
         if rc < 0 {
             return Err(last_error());
         }

@@ -22,6 +22,8 @@ pub struct MigrationRequest {
     pub method: Method,
     /// The domain XML for the destination (paths that differ there), when not the source's.
     pub dest_xml: Option<String>,
+    /// Abort the job if it has not finished after this long (the domain keeps running here).
+    pub give_up_after: Option<std::time::Duration>,
 }
 
 impl MigrationRequest {
@@ -65,6 +67,7 @@ mod tests {
             migrate_uri: None,
             method,
             dest_xml: None,
+            give_up_after: None,
         }
     }
 

@@ -77,6 +77,8 @@ pub fn apply(host: &Host, request: &MigrateRequest) -> Result<Reply, AdminError>
             migrate_uri: request.migrate_uri.clone(),
             method,
             dest_xml: request.dest_xml.clone(),
+            // Asked for by hand: the operator watches it, and can abort it with virsh.
+            give_up_after: None,
         },
     );
     host.with_domains(|d| d.refresh_soon());
