@@ -277,8 +277,9 @@ impl DirtyTracker {
         or_into(&mut account.written, bitmap);
     }
 
-    /// Distinct pages written since the VM was made here (or arrived), as of the last
-    /// harvest: what the first round of a migration out would copy.
+    /// Distinct pages the guest wrote since the VM was made here (or arrived), as of the last
+    /// harvest: most of what the first round of a migration out copies (see
+    /// [`crate::MicroVm::written_bytes`]).
     pub fn written_pages(&self) -> u64 {
         let account = self.account.lock().unwrap_or_else(|p| p.into_inner());
         pages_and_runs(&account.written).0

@@ -181,10 +181,11 @@ pub struct MicroVm {
 #[derive(Debug)]
 pub(crate) struct Parts {
     pub vm: Arc<VmFd>,
-    pub mem: Arc<GuestMemory>,
     pub vcpus: Vec<VcpuFd>,
     pub stats: Vec<KvmStats>,
     pub dirty: Arc<DirtyTracker>,
+    /// Declared last so it is dropped last: KVM still maps it while the VM fd is open.
+    pub mem: Arc<GuestMemory>,
 }
 
 /// Signal that kicks a vCPU thread out of KVM_RUN (real-time signals are free for this).
@@ -423,13 +424,24 @@ impl MicroVm {
             let thread = match thread {
                 Ok(thread) => thread,
                 Err(error) => {
-                    // Do not leave the vCPUs already running without an owner.
+                    // Do not leave the vCPUs already running without an owner: a vCPU inside
+                    // the guest sees the stop only at its next exit, so kick it out until it
+                    // ends, as `stop` does.
+                    use vmm_sys_util::signal::Killable;
                     control.stop();
-                    for handle in vcpus
+                    let started: Vec<std::thread::JoinHandle<()>> = vcpus
                         .iter_mut()
                         .filter_map(|v: &mut VcpuHandle| v.thread.take())
+                        .collect();
+                    while KICKS.load(Ordering::Acquire) && started.iter().any(|t| !t.is_finished())
                     {
-                        let _ = handle.join();
+                        for thread in &started {
+                            let _ = thread.kill(kick_signal());
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    for thread in started {
+                        let _ = thread.join();
                     }
                     return Err(VmError::Thread(error));
                 }
@@ -488,8 +500,10 @@ impl MicroVm {
         &self.spec
     }
 
-    /// Bytes of guest memory written since the VM was made here or arrived, as of the last
-    /// sensing harvest: what the first round of a move out copies (the rest is never read).
+    /// Bytes of guest memory the guest wrote since the VM was made here or arrived, as of the
+    /// last sensing harvest: most of what the first round of a move out copies, which also
+    /// reads every other page this host backed (what the host wrote at boot, pages the guest
+    /// only read) and sends those that are zero as a count.
     pub fn written_bytes(&self) -> u64 {
         self.dirty.written_pages() * layout::PAGE
     }
@@ -508,7 +522,8 @@ impl MicroVm {
                     .read_u64(layout::MB_PROGRESS + u64::from(cpu) * 8)
                     .unwrap_or(0)
             })
-            .sum()
+            // The guest writes these: its counters wrap rather than panic the host.
+            .fold(0, u64::wrapping_add)
     }
 
     /// Thread ids of the vCPU threads (0 until a thread has started).
@@ -542,6 +557,13 @@ impl MicroVm {
             return VmState::Finished;
         }
         VmState::Running
+    }
+
+    /// The first vCPU whose thread has ended, if any.
+    pub(crate) fn ended_vcpu(&self) -> Option<usize> {
+        self.vcpus
+            .iter()
+            .position(|v| v.end.lock().unwrap_or_else(|p| p.into_inner()).is_some())
     }
 
     pub fn status(&self) -> VmStatus {

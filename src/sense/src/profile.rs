@@ -207,7 +207,7 @@ impl Profiler {
     }
 
     /// Closes the current interval of `vm`, appending a window built from the latest rates. A
-    /// host-side source that has said nothing for [`STALE_INTERVALS`] intervals (libvirt
+    /// host-side source that has said nothing for `STALE_INTERVALS` intervals (libvirt
     /// restarting, a VMM process gone) is left out rather than repeated as if current; the
     /// guest's shim, which reports on its own clock, is not.
     pub fn close_window(&mut self, vm: VmId, ts_ns: u64) -> Option<&Window> {

@@ -68,6 +68,9 @@ impl PageSet {
     fn get(&self, page: u64) -> bool {
         self.0[(page / 64) as usize] & (1 << (page % 64)) != 0
     }
+    fn clear(&mut self, page: u64) {
+        self.0[(page / 64) as usize] &= !(1 << (page % 64));
+    }
 }
 
 /// Memory pages and vCPU states as they arrive.
@@ -113,9 +116,13 @@ fn receive<S: Read>(stream: &mut S, parts: &Parts) -> Result<Arrivals, Migration
                     parts.mem.write(first * PAGE, data)?;
                     written.mark(first, count);
                 } else {
-                    // Fresh memory is zero: only a page sent earlier with data needs clearing.
-                    for page in (first..first + count).filter(|&p| written.get(p)) {
-                        parts.mem.write(page * PAGE, &ZERO_PAGE)?;
+                    // Fresh memory is zero: only a page sent earlier with data needs clearing, once
+                    // (a repeated Zero record for the same pages costs nothing more).
+                    for page in first..first + count {
+                        if written.get(page) {
+                            parts.mem.write(page * PAGE, &ZERO_PAGE)?;
+                            written.clear(page);
+                        }
                     }
                 }
             }

@@ -6,7 +6,7 @@
 //! ```text
 //!  source (VM running)                                  target
 //!    |---- Header(spec, memory, vCPUs, SSE) ------------->|  admits it: builds the VM, no vCPU runs
-//!    |---- Pages (all of memory) ----------------------->|  round 0, the guest running meanwhile
+//!    |---- Pages (all memory this host backed) --------->|  round 0, the guest running meanwhile
 //!    |---- Pages (dirtied during the last round) ------->|  rounds 1..n, until the rest would go
 //!    |          ...                                       |  within the downtime goal, or n = max
 //!    |  pause vCPUs (kick, park at an instruction         |
@@ -19,9 +19,11 @@
 //!  stops its VM: the move is done
 //! ```
 //! Until `Go` is sent, any failure (the stream breaks, the target aborts, a bad record) resumes
-//! the VM on the source and the target discards what it built. After `Go` the source never
-//! resumes on its own: if `Started` does not come, the VM stays paused on the source
-//! ([`MigrationError::OutcomeUnknown`]) rather than risk running on two hosts.
+//! the VM on the source and the target discards what it built. After `Go` the source resumes
+//! only on the target's authenticated word that it started nothing (it has stopped and joined
+//! any vCPU it had begun before it says so); if neither that nor `Started` comes, the VM stays
+//! paused on the source ([`MigrationError::OutcomeUnknown`]) rather than risk running on two
+//! hosts.
 //!
 //! Guest memory moves; the disk is scratch space the guest program never reads back, so the
 //! target starts with an empty one, and host-side counters start from zero there.

@@ -212,6 +212,13 @@ impl MicroVm {
         if state != VmState::Running {
             return Err(MigrationError::NotMigratable(format!("it is {state}")));
         }
+        // A vCPU whose script has ended never parks: pausing would wait out its timeout with
+        // the guest frozen, and fail.
+        if let Some(cpu) = self.ended_vcpu() {
+            return Err(MigrationError::NotMigratable(format!(
+                "vCPU {cpu} has finished its script while the others run"
+            )));
+        }
         self.dirty.begin_migration()?;
         let result = self.precopy_and_hand_over(stream, params);
         self.dirty.end_migration();
