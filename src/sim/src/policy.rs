@@ -15,8 +15,8 @@ pub enum Policy {
     Reactive,
     /// Augur's planner on forecasts from augur-gbt trained online on the past only.
     Proactive,
-    /// Augur's planner given each VM's actual demand at the horizon as its forecast (mean and
-    /// bound alike), under the same limits: not a policy anyone can run, but the reference for
+    /// Augur's planner given each VM's actual peak demand over the steps up to the horizon as
+    /// its forecast (mean and bound alike), under the same limits: not a policy anyone can run, but the reference for
     /// how far a better forecaster could take the planner.
     Oracle,
     /// Every hour every VM placed afresh from the last 8 hours of demand, with no limit on moves

@@ -119,8 +119,9 @@ pub fn simulate(vms: &[SimVm], config: &SimConfig) -> Result<SimReport, String> 
             demand[host_of[v]] += vm.cpu[t];
         }
         // Decide on what is known at the end of step t, act for step t + 1; every policy starts
-        // deciding at the end of the warm-up, so all are measured from the same state.
-        let deciding = t + 1 >= config.warmup_steps;
+        // deciding at the first measured step, so all are measured from the same state and
+        // every move is counted and charged.
+        let deciding = t >= config.warmup_steps;
         let moves: Vec<(usize, usize)> = match config.policy {
             Policy::None => Vec::new(),
             Policy::Reactive if deciding => {
@@ -141,12 +142,10 @@ pub fn simulate(vms: &[SimVm], config: &SimConfig) -> Result<SimReport, String> 
                     forecaster.train(vms, t + 1, config)?;
                 }
                 let forecasts = forecaster.forecast(vms, t, config)?;
-                if t >= config.warmup_steps {
-                    for (v, f) in forecasts.iter().enumerate() {
-                        if let Some(actual) = vms[v].cpu.get(t + config.horizon_steps) {
-                            fc_err += (f.at_horizon - actual).abs();
-                            fc_n += 1;
-                        }
+                for (v, f) in forecasts.iter().enumerate() {
+                    if let Some(actual) = vms[v].cpu.get(t + config.horizon_steps) {
+                        fc_err += (f.at_horizon - actual).abs();
+                        fc_n += 1;
                     }
                 }
                 let peaks: Vec<(f64, f64)> = forecasts
@@ -171,8 +170,7 @@ pub fn simulate(vms: &[SimVm], config: &SimConfig) -> Result<SimReport, String> 
             }
             Policy::Oracle => Vec::new(),
             Policy::ReplaceHistory | Policy::ReplaceOracle
-                if deciding
-                    && (t + 1 - config.warmup_steps).is_multiple_of(replace::EVERY_STEPS) =>
+                if deciding && (t - config.warmup_steps).is_multiple_of(replace::EVERY_STEPS) =>
             {
                 let span = if config.policy == Policy::ReplaceHistory {
                     (t + 1).saturating_sub(replace::HISTORY_STEPS)..t + 1
