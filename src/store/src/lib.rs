@@ -20,7 +20,9 @@
 //! augurd uses `Manual` and syncs once per sampling tick, after that tick's batch: on power loss at
 //! most the tick being written is lost. A crash never loses an acknowledged point and never leaves
 //! the store unopenable: a torn WAL tail is cut at open, a corrupt record anywhere is skipped and
-//! reported ([`OpenReport`]), and points sealed into blocks and still in the WAL are replayed once.
+//! reported ([`OpenReport`]), points sealed into blocks and still in the WAL are replayed once,
+//! and a block of the unsynced current segment a crash lost while a later one survived is sealed
+//! again from the WAL.
 //!
 //! ## Read path
 //! Range scans per series and per VM, the latest point, and downsampled reads (min/mean/max/last

@@ -58,6 +58,15 @@ impl Default for StoreOptions {
     }
 }
 
+/// The block of `blocks` (sorted by first timestamp, not overlapping) that holds `ts`, if any.
+fn covering(blocks: &[BlockRef], ts: i64) -> Option<&BlockRef> {
+    let after = blocks.partition_point(|b| b.min_ts <= ts);
+    after
+        .checked_sub(1)
+        .map(|i| &blocks[i])
+        .filter(|b| b.max_ts >= ts)
+}
+
 /// What opening the store found and did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct OpenReport {
@@ -72,6 +81,9 @@ pub struct OpenReport {
     pub wal_points_replayed: usize,
     /// WAL points already sealed in blocks before the crash.
     pub wal_points_already_sealed: usize,
+    /// WAL points whose block in the current segment a crash lost while a later block of the
+    /// same series survived (the page cache writes back in any order): sealed again at open.
+    pub wal_points_recovered: usize,
     pub catalog_records_skipped: usize,
     /// Segments already downsampled before a crash, removed at open.
     pub downsampled_sources_removed: usize,
@@ -199,6 +211,8 @@ pub struct Store {
     segments: BTreeMap<u32, Segment>,
     current: LogWriter,
     current_id: u32,
+    /// Segments from this id on may hold points the WAL holds too (0 after open: unknown).
+    wal_covers_from: u32,
     index: HashMap<u32, Vec<BlockRef>>,
     heads: HashMap<u32, Head>,
     last_ts: HashMap<u32, i64>,
@@ -315,6 +329,10 @@ impl Store {
                 report.downsampled_sources_removed += 1;
             }
         }
+        // Per series, the newest point of the blocks no crash can have lost: those in segments
+        // synced when they were rotated, and downsampled ones (their apply syncs).
+        let current_seg = seg_files.last().map(|(id, _)| *id as u32);
+        let mut durable_max: HashMap<u32, i64> = HashMap::new();
         for (segment, offset, len, h) in found {
             let in_segment = commits.get(&segment).map_or(&[][..], Vec::as_slice);
             if !downsample::committed(&h.origin, offset, in_segment) || finished.contains(&segment)
@@ -329,8 +347,16 @@ impl Store {
                 max_ts: h.max_ts,
                 count: h.count,
             });
+            // A downsampled block stands for raw points up to the end of its last bucket: the
+            // WAL's raw points in that bucket are sealed already.
+            let bucket = i64::from(h.origin.resolution_s) * 1_000_000_000;
+            let newest = h.max_ts.saturating_add((bucket - 1).max(0));
             let last = last_ts.entry(h.series).or_insert(i64::MIN);
-            *last = (*last).max(h.max_ts);
+            *last = (*last).max(newest);
+            if Some(segment) != current_seg || h.origin.source != 0 {
+                let durable = durable_max.entry(h.series).or_insert(i64::MIN);
+                *durable = (*durable).max(newest);
+            }
             if let Some(seg) = segments.get_mut(&segment) {
                 seg.max_ts = seg.max_ts.max(h.max_ts);
                 seg.min_resolution_s = seg.min_resolution_s.min(h.origin.resolution_s);
@@ -363,6 +389,7 @@ impl Store {
         // The WAL: replay every generation in order; points already sealed are skipped.
         let wal_files = numbered(dir, "wal-")?;
         let mut heads: HashMap<u32, Head> = HashMap::new();
+        let mut recovered: BTreeMap<u32, Vec<(i64, u64)>> = BTreeMap::new();
         for (_, path) in &wal_files {
             let (records, scan) = read_log(path, LogKind::Wal)?;
             report.note_scan(path, &scan);
@@ -380,7 +407,13 @@ impl Store {
                     }
                     let last = last_ts.entry(p.series).or_insert(i64::MIN);
                     if p.ts <= *last {
-                        report.wal_points_already_sealed += 1;
+                        let durable = durable_max.get(&p.series).copied().unwrap_or(i64::MIN);
+                        let blocks = index.get(&p.series).map_or(&[][..], Vec::as_slice);
+                        if p.ts > durable && covering(blocks, p.ts).is_none() {
+                            recovered.entry(p.series).or_default().push((p.ts, p.bits));
+                        } else {
+                            report.wal_points_already_sealed += 1;
+                        }
                         continue;
                     }
                     *last = p.ts;
@@ -390,6 +423,42 @@ impl Store {
                     report.wal_points_replayed += 1;
                 }
             }
+        }
+        let mut current = current;
+        for (series, mut points) in recovered {
+            points.sort_unstable_by_key(|p| p.0);
+            points.dedup_by_key(|p| p.0);
+            let kind = catalog.series[series as usize].kind;
+            let blocks = index.entry(series).or_default();
+            // One block per gap between the blocks that survived, so blocks never overlap.
+            let gap_of = |ts: i64| blocks.partition_point(|b| b.min_ts <= ts);
+            let mut runs: Vec<Vec<(i64, u64)>> = Vec::new();
+            for point in points {
+                match runs.last_mut() {
+                    Some(run) if gap_of(run[0].0) == gap_of(point.0) => run.push(point),
+                    _ => runs.push(vec![point]),
+                }
+            }
+            for run in runs {
+                let (ts, bits): (Vec<i64>, Vec<u64>) = run.into_iter().unzip();
+                let bytes = block::encode(series, kind, &ts, &bits)?;
+                let offset = current.append(&[&bytes])?[0];
+                blocks.push(BlockRef {
+                    segment: current_id,
+                    offset,
+                    len: bytes.len() as u32,
+                    min_ts: ts[0],
+                    max_ts: ts[ts.len() - 1],
+                    count: ts.len() as u32,
+                });
+                report.wal_points_recovered += ts.len();
+                if let Some(seg) = segments.get_mut(&current_id) {
+                    seg.bytes = current.len();
+                    seg.max_ts = seg.max_ts.max(ts[ts.len() - 1]);
+                    seg.min_resolution_s = 0;
+                }
+            }
+            blocks.sort_by_key(|b| b.min_ts);
         }
         let (wal_gen, wal) = match wal_files.last() {
             Some((gen, path)) => {
@@ -449,6 +518,7 @@ impl Store {
             read_errors: AtomicU64::new(0),
             cache,
             scratch: Vec::new(),
+            wal_covers_from: 0,
         };
         if !stale_wals.is_empty() {
             store.checkpoint()?;
@@ -662,6 +732,7 @@ impl Store {
             self.seal(s)?;
         }
         self.current.sync()?;
+        self.wal_covers_from = self.current_id;
         let old = self.wal.path().to_path_buf();
         let gen = self.wal_gen + 1;
         let wal = LogWriter::create(&self.dir.join(format!("wal-{gen:08}.log")), LogKind::Wal)?;
@@ -987,6 +1058,11 @@ impl Store {
                 }
                 total = total.saturating_sub(self.segments[id].bytes);
             }
+        }
+        // The WAL must not hold points of a deleted segment: at open they would look like the
+        // points of a block a crash lost, and come back.
+        if doomed.iter().any(|id| *id >= self.wal_covers_from) {
+            self.checkpoint()?;
         }
         for id in &doomed {
             if let Some(segment) = self.segments.remove(id) {
