@@ -118,11 +118,11 @@ impl Domains {
         self.last_refresh = None;
     }
 
-    /// Re-reads the running domains when due: new ones get an id from `next_id` and are passed
-    /// to `register`; those gone are dropped with their sources.
+    /// Re-reads the running domains when due: new ones get an id from `id_for` (by name) and
+    /// are passed to `register`; those gone are dropped with their sources.
     fn refresh(
         &mut self,
-        mut next_id: impl FnMut() -> VmId,
+        mut id_for: impl FnMut(&str) -> VmId,
         mut register: impl FnMut(VmId, &DomainXml),
     ) {
         let due = self
@@ -169,7 +169,7 @@ impl Domains {
                 }
                 continue;
             }
-            let id = next_id();
+            let id = id_for(&xml.name);
             register(id, &xml);
             let shim = match (&xml.shim_socket, self.config.shim) {
                 (Some(path), true) => ShimChannel::connect_unix(&xml.name, path.clone())
@@ -206,10 +206,10 @@ impl Domains {
         &mut self,
         ts: u64,
         sources: &HostSources<'_>,
-        next_id: impl FnMut() -> VmId,
+        id_for: impl FnMut(&str) -> VmId,
         register: impl FnMut(VmId, &DomainXml),
     ) -> (Vec<Sample>, bool, bool) {
-        self.refresh(next_id, register);
+        self.refresh(id_for, register);
         let mut samples = Vec::new();
         let mut pmu = false;
         let mut kvm_exit = false;

@@ -24,7 +24,7 @@ use augur_wire::ring::{RingReader, RingWriter};
 use augur_wire::{Sample, VmId};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use kvm_ioctls::Kvm;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,6 +69,9 @@ pub struct Host {
     vms: Mutex<BTreeMap<VmId, ManagedVm>>,
     profiler: Mutex<Profiler>,
     next_id: AtomicU64,
+    /// Each VM name's id, kept in the store across restarts: a VM (a libvirt domain above all)
+    /// keeps its history when augurd restarts, and no id ever names two VMs.
+    vm_ids: Mutex<HashMap<String, VmId>>,
     switch: Arc<HostSwitch>,
     capabilities: Mutex<Capabilities>,
     tracefs: Option<Tracefs>,
@@ -193,6 +196,18 @@ impl Host {
         } else {
             None
         };
+        // Ids the store holds stay with their names; new names get ids above all of them.
+        let mut vm_ids: HashMap<String, VmId> = HashMap::new();
+        if let Some(store) = &store {
+            for meta in store.vms() {
+                let id = vm_ids.entry(meta.name.clone()).or_insert(meta.id);
+                *id = (*id).max(meta.id);
+            }
+        }
+        let first_id = store
+            .as_ref()
+            .and_then(|s| s.vms().map(|m| m.id).max())
+            .map_or(1, |max| max + 1);
         let forecaster = (config.forecast.enabled && store.is_some()).then(|| {
             crate::forecast::Forecaster::open(
                 config.forecast.clone(),
@@ -205,7 +220,8 @@ impl Host {
             config,
             kvm,
             vms: Mutex::new(BTreeMap::new()),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(first_id),
+            vm_ids: Mutex::new(vm_ids),
             switch: Arc::new(HostSwitch::default()),
             capabilities: Mutex::new(capabilities),
             tracefs,
@@ -339,7 +355,7 @@ impl Host {
             let (samples, pmu, kvm_exit) = domains.sample(
                 ts,
                 &sources,
-                || self.next_id.fetch_add(1, Ordering::Relaxed),
+                |name| self.id_for(name),
                 |id, xml| self.register_domain(id, xml),
             );
             pmu_seen |= pmu;
@@ -432,7 +448,7 @@ impl Host {
                 format!("a VM named {:?} is already running", spec.name),
             ));
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.id_for(&spec.name);
         self.register_microvm(id, &spec);
         let vm = MicroVm::start(kvm, id, spec, &self.vm_options()).map_err(|e| {
             AdminError::new(ErrorCode::Unavailable, format!("cannot start the VM: {e}"))
@@ -448,6 +464,14 @@ impl Host {
         options.disk_mib = self.config.microvm.disk_mib;
         options.ring_entries = self.config.microvm.ring_entries;
         options
+    }
+
+    /// The id of the VM named `name`: the one it had before (in this run or, through the
+    /// store, an earlier one), else a new one. Names are unique among the VMs running here.
+    fn id_for(&self, name: &str) -> VmId {
+        *lock(&self.vm_ids)
+            .entry(name.to_string())
+            .or_insert_with(|| self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     fn register_microvm(&self, id: VmId, spec: &VmSpec) {
@@ -505,6 +529,7 @@ impl Host {
         })
         .map_err(|e| e.to_string())?;
         if let Some(spec) = &spec {
+            lock(&self.vm_ids).insert(spec.name.clone(), id);
             self.register_microvm(id, spec);
         }
         self.adopt(vm);
@@ -919,5 +944,43 @@ impl Host {
         lock(&self.vms)
             .values()
             .all(|m| !matches!(m.vm.state(), VmState::Running))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Driver;
+
+    #[test]
+    fn a_vm_keeps_its_stored_id_across_restarts_and_new_names_get_new_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        {
+            let mut store = Store::open(&data_dir.join("store"), StoreOptions::default()).unwrap();
+            for (id, name) in [(5, "web"), (9, "db"), (2, "web")] {
+                store
+                    .register_vm(augur_store::VmMeta {
+                        id,
+                        name: name.into(),
+                        attrs: Default::default(),
+                    })
+                    .unwrap();
+            }
+            store.close().unwrap();
+        }
+        let config = Config {
+            driver: Driver::None,
+            data_dir,
+            admin_socket: dir.path().join("augurd.sock"),
+            ..Config::default()
+        };
+        let host = Host::new(config).unwrap();
+        assert_eq!(host.id_for("web"), 5, "the newest id the name had");
+        assert_eq!(host.id_for("db"), 9);
+        assert_eq!(host.id_for("cache"), 10, "above every stored id");
+        assert_eq!(host.id_for("cache"), 10);
+        assert_eq!(host.id_for("queue"), 11);
+        host.shutdown();
     }
 }
