@@ -37,6 +37,8 @@ echo "built $deb"
 pid=""
 cleanup() {
   [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+  userdel augur-install-test-reader >/dev/null 2>&1 || true
+  userdel augur-install-test-stranger >/dev/null 2>&1 || true
   dpkg -P augur >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -57,7 +59,7 @@ fi
 augurd --check-config --config /etc/augur/augurd.toml
 
 # What the unit does: its runtime directory, then ExecStart.
-install -d -m 0750 /run/augur
+install -d -m "$(sed -n 's/^RuntimeDirectoryMode=//p' "$unit")" /run/augur
 read -r -a exec_start <<< "$(sed -n 's/^ExecStart=//p' "$unit")"
 "${exec_start[@]}" 2>/tmp/augurd-install-test.log &
 pid=$!
@@ -68,6 +70,17 @@ done
 augurctl status
 test "$(stat -c '%a %G' /run/augur/augurd.sock)" = "660 augur"
 augurctl store stats >/dev/null
+# An operator in the augur group reads without sudo; one outside it is refused.
+useradd --no-create-home --groups augur augur-install-test-reader
+useradd --no-create-home augur-install-test-stranger
+runuser -u augur-install-test-reader -- augurctl status >/dev/null
+echo "a member of the augur group: status ok"
+if runuser -u augur-install-test-stranger -- augurctl status >/dev/null 2>&1; then
+  echo "a user outside the augur group was answered"; exit 1
+fi
+echo "a user outside the augur group: refused"
+userdel augur-install-test-reader
+userdel augur-install-test-stranger
 kill -TERM "$pid"
 wait "$pid"
 pid=""
