@@ -59,6 +59,12 @@ impl AdminClient {
         })
     }
 
+    /// How long to wait for a reply; `None` waits as long as the daemon takes (a migration).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.reader.get_ref().set_read_timeout(timeout)?;
+        Ok(())
+    }
+
     /// Sends one raw line and returns the raw reply line (for tests of bad input).
     pub fn call_raw(&mut self, line: &str) -> Result<String, ClientError> {
         self.writer.write_all(line.as_bytes())?;
@@ -86,6 +92,10 @@ impl AdminClient {
         let reply = self.call_raw(&line)?;
         let envelope: ReplyEnvelope =
             serde_json::from_str(&reply).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        // A refusal before the daemon read any request (too many connections) carries id 0.
+        if let (0, Some(error)) = (envelope.id, &envelope.error) {
+            return Err(ClientError::Remote(error.clone()));
+        }
         if envelope.id != id {
             return Err(ClientError::Protocol(format!(
                 "reply id {} does not match request id {id}",

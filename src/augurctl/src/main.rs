@@ -278,12 +278,29 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     let request = request(&cli.command)?;
     let mut client = AdminClient::connect(&cli.socket)?;
+    if matches!(request, Request::Migrate(_)) {
+        // The reply comes when the migration ends, however long that takes.
+        client.set_timeout(None)?;
+    }
     let reply = client.call(request)?;
-    let raw_export = matches!(reply, Reply::Export { .. });
+    // An export's text is printed as it is, unless --json asks for JSON and it is CSV.
+    let raw_export = match &reply {
+        Reply::Export { format, .. } => !cli.json || *format == ExportFormat::Json,
+        _ => false,
+    };
     if cli.json && !raw_export {
         println!("{}", serde_json::to_string_pretty(&reply)?);
     } else {
         print!("{}", human(&reply));
+    }
+    if let Reply::Migrated(migration) = &reply {
+        if !migration.ok {
+            anyhow::bail!(
+                "the migration of {} failed: {}",
+                migration.vm,
+                migration.error.as_deref().unwrap_or("no reason given")
+            );
+        }
     }
     Ok(())
 }

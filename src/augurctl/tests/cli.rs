@@ -167,6 +167,18 @@ fn store_stats_and_export_outlive_the_vm() {
         .as_array()
         .is_some_and(|a| !a.is_empty()));
 
+    // --json on a CSV export: the reply as JSON, the CSV inside it.
+    let wrapped = augurctl(
+        &daemon.socket,
+        &["--json", "store", "export", "batch", "--from", "-1h"],
+    );
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&wrapped.stdout).expect("--json gives JSON");
+    assert!(
+        parsed.to_string().contains("timestamp_ns,metric,value"),
+        "{parsed}"
+    );
+
     let stderr = failure(&augurctl(&daemon.socket, &["store", "export", "ghost"]));
     assert!(stderr.contains("(unknown_vm)"), "{stderr}");
     let stderr = failure(&augurctl(
