@@ -213,19 +213,20 @@ fn parse(line: &[u8]) -> (u64, Result<Request, AdminError>) {
     }
 }
 
+/// Every request runs off the runtime: several take locks the sampler holds while libvirt
+/// answers, or read the store, and the runtime's two workers also serve the mesh and /metrics.
 async fn dispatch(host: &Arc<Host>, request: Request) -> Result<Reply, AdminError> {
+    let host = host.clone();
+    blocking(move || handle(&host, request)).await
+}
+
+fn handle(host: &Arc<Host>, request: Request) -> Result<Reply, AdminError> {
     match request {
         Request::Status => Ok(status::apply(host)),
         Request::Vms => Ok(vms::apply_list(host)),
         Request::Profile { vm, history } => vms::apply_profile(host, &vm, history),
-        Request::VmStart { spec, origin } => {
-            let host = host.clone();
-            blocking(move || vm_start::apply(&host, &spec, origin.as_deref())).await
-        }
-        Request::VmStop { vm } => {
-            let host = host.clone();
-            blocking(move || vm_stop::apply(&host, &vm)).await
-        }
+        Request::VmStart { spec, origin } => vm_start::apply(host, &spec, origin.as_deref()),
+        Request::VmStop { vm } => vm_stop::apply(host, &vm),
         Request::StoreStats => store::apply_stats(host),
         Request::Peers
         | Request::Migrations
@@ -233,20 +234,14 @@ async fn dispatch(host: &Arc<Host>, request: Request) -> Result<Reply, AdminErro
         | Request::Drain { .. }
         | Request::Pause
         | Request::Resume => mesh::apply(host, request),
-        Request::Migrate(request) => {
-            let host = host.clone();
-            blocking(move || migrate::apply(&host, &request)).await
-        }
+        Request::Migrate(request) => migrate::apply(host, &request),
         Request::Predict { vm } => host.predict(&vm).map(Reply::Predict),
         Request::StoreExport {
             vm,
             from_ns,
             to_ns,
             format,
-        } => {
-            let host = host.clone();
-            blocking(move || store::apply_export(&host, &vm, from_ns, to_ns, format)).await
-        }
+        } => store::apply_export(host, &vm, from_ns, to_ns, format),
     }
 }
 
