@@ -378,6 +378,15 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty".into()));
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            return Err(invalid(
+                "log",
+                format!(
+                    "{:?} is not a log filter (e.g. \"info\" or \"augurd=debug,warn\"): {e}",
+                    self.log
+                ),
+            ));
+        }
         for (key, name) in [
             ("admin_group", &self.admin_group),
             ("admin_write_group", &self.admin_write_group),
@@ -488,9 +497,12 @@ impl Config {
                 ),
             ));
         }
+        // Names are looked up only for a mesh that runs: a disabled one must not stop augurd
+        // because a name does not resolve here.
         if let Some(bad) = mesh
             .peers
             .iter()
+            .filter(|_| mesh.enabled)
             .find(|p| std::net::ToSocketAddrs::to_socket_addrs(p.as_str()).is_err())
         {
             return Err(invalid(
@@ -608,6 +620,22 @@ impl Config {
                 "up to 64 series names of 1 to 128 bytes".into(),
             ));
         }
+        // A misspelt name would be a column of zeros the model learns nothing from.
+        let recorded = |name: &str| {
+            crate::recorder::SCALAR_FIGURES.contains(&name)
+                || ["exit_mix.", "perf.", "guest."]
+                    .iter()
+                    .any(|prefix| name.len() > prefix.len() && name.starts_with(prefix))
+        };
+        if let Some(bad) = f.features.iter().find(|n| !recorded(n)) {
+            return Err(invalid(
+                "forecast.features",
+                format!(
+                    "{bad:?} is not a series augurd records (one of {}, or exit_mix.*, perf.*, guest.*)",
+                    crate::recorder::SCALAR_FIGURES.join(", ")
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -633,6 +661,21 @@ mod tests {
         assert!(err("colour = \"blue\"").contains("colour"));
         assert!(err("sample_interval_ms = \"fast\"").contains("sample_interval_ms"));
         assert!(err("[microvm]\nring_entries = 1000").contains("microvm.ring_entries"));
+        assert!(err("log = \"augurd=loud\"").contains("log"));
+        let typo = err("[forecast]\nfeatures = [\"dirty_mib_per_sec\"]");
+        assert!(
+            typo.contains("forecast.features") && typo.contains("dirty_mib_per_sec"),
+            "{typo}"
+        );
+        // Recorded series of every kind are taken.
+        let ok = "[forecast]\nfeatures = [\"exits_per_s\", \"guest.cpu_busy\", \"exit_mix.io\", \"perf.instructions\"]";
+        assert!(Config::parse(ok, "t").is_ok());
+        // A disabled mesh does not look its peers up.
+        assert!(Config::parse(
+            "[mesh]\nenabled = false\npeers = [\"no-such-host.invalid:7470\"]",
+            "t"
+        )
+        .is_ok());
         assert!(err("driver = \"xen\"").contains("xen"));
         assert!(err("[microvm]\nspeed = 1").contains("speed"));
         assert!(err("[forecast]\nhorizons_s = [450]").contains("forecast.horizons_s"));
@@ -643,7 +686,10 @@ mod tests {
         assert!(err("metrics_listen = \"localhost\"").contains("metrics_listen"));
         assert!(err("[libvirt]\nrefresh_s = 0").contains("libvirt.refresh_s"));
         assert!(err("[mesh]\nenabled = true").contains("mesh.advertise"));
-        assert!(err("[mesh]\npeers = [\"nowhere\"]").contains("mesh.peers"));
+        assert!(err(
+            "[mesh]\nenabled = true\nadvertise = \"127.0.0.1:7470\"\npeers = [\"nowhere\"]"
+        )
+        .contains("mesh.peers"));
         assert!(err("[mesh]\nlimit = 0").contains("mesh.limit"));
         assert!(err("[mesh]\nlease_s = 0").contains("mesh.lease_s"));
         // Values out of range are reported at their line.

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 const RING_SLOTS: u64 = 8192;
 /// How often (in sample intervals) old data is dropped from the store.
@@ -739,7 +739,10 @@ impl Host {
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
         for thread in lock(&self.threads).drain(..) {
-            let _ = thread.join();
+            let name = thread.thread().name().unwrap_or("unnamed").to_string();
+            if thread.join().is_err() {
+                error!(thread = %name, "a daemon thread had panicked");
+            }
         }
         let vms = {
             let _no_start_in_flight = lock(&self.starting);
@@ -828,7 +831,13 @@ impl Host {
                 continue;
             }
             next = Instant::now() + every;
-            self.train_now();
+            // A panic in one training (a bug met on odd history) must not end retraining for
+            // the rest of the daemon's life: it is logged and the next one goes ahead.
+            let trained =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.train_now()));
+            if trained.is_err() {
+                error!("forecast training panicked; the models stay as they were, next try in {every:?}");
+            }
         }
     }
 

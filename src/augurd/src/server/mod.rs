@@ -29,6 +29,9 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// After refusing an oversized line: how much more of it to read and drop, and for how long.
 const LINGER_BYTES: u64 = 4 * MAX_LINE as u64;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+/// An admin connection idle this long between requests is closed, so that idle clients cannot
+/// hold every place.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Request types this build knows, to tell an unknown request from a malformed one.
 const KNOWN_REQUESTS: [&str; 15] = [
     "migrate",
@@ -266,11 +269,13 @@ async fn serve_connection(
     let mut reader = BufReader::new(read);
     loop {
         let mut line = Vec::new();
-        let n = (&mut reader)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await?;
-        if n == 0 {
+        let mut limited = (&mut reader).take(MAX_LINE as u64 + 1);
+        let read = limited.read_until(b'\n', &mut line);
+        // A connection that says nothing for a while gives its place back.
+        let Ok(n) = tokio::time::timeout(IDLE_TIMEOUT, read).await else {
+            return Ok(());
+        };
+        if n? == 0 {
             return Ok(());
         }
         if line.len() > MAX_LINE {
