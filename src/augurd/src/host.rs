@@ -820,7 +820,10 @@ impl Host {
             return;
         };
         let every = Duration::from_secs(forecaster.config().retrain_s);
-        let mut next = if forecaster.generations().is_empty() {
+        // Train at once while a resource has no usable model (none yet, or one made for
+        // another configuration).
+        let mut next = if forecaster.generations().len() < crate::forecast::history::RESOURCES.len()
+        {
             Instant::now()
         } else {
             Instant::now() + every

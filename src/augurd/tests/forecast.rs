@@ -83,11 +83,16 @@ impl Drop for Daemon {
 }
 
 fn start(dir: &Path) -> Daemon {
+    start_with(dir, "")
+}
+
+/// Starts augurd on `dir` with `extra` appended to its config.
+fn start_with(dir: &Path, extra: &str) -> Daemon {
     let config = dir.join("augurd.toml");
     std::fs::write(
         &config,
         format!(
-            "driver = \"none\"\ndata_dir = \"{}\"\nadmin_socket = \"{}\"\n",
+            "driver = \"none\"\ndata_dir = \"{}\"\nadmin_socket = \"{}\"\n{extra}",
             dir.join("data").display(),
             dir.join("augurd.sock").display()
         ),
@@ -187,4 +192,26 @@ fn models_train_on_history_persist_by_generation_and_forecast_every_resource() {
         .find(|r| r.resource == "cpu")
         .unwrap();
     assert_eq!(cpu.model_generation, 1);
+
+    // Other behavioural features configured: the models made for the old ones are not fed the
+    // new columns; new ones are trained at once and used.
+    let daemon = start_with(dir.path(), "[forecast]\nfeatures = [\"exits_per_s\"]\n");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let reply = predict(dir.path(), "cycle").unwrap();
+        assert!(
+            reply.resources.iter().all(|r| r.model_generation >= 2),
+            "a model trained for other features was used: {reply:?}"
+        );
+        if reply.resources.len() == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no retrained models: {:?}",
+            reply.notes
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(daemon);
 }

@@ -60,14 +60,50 @@ impl Forecaster {
             for failure in failures {
                 warn!(resource = resource.name(), %failure, "model file skipped");
             }
-            if let Some(loaded) = loaded {
-                info!(
+            let Some(loaded) = loaded else {
+                continue;
+            };
+            // A model made for other columns, another step or fewer horizons would be fed the
+            // wrong inputs: it waits for the next training instead.
+            let columns = columns_for(resource, &config.features);
+            let steps: Vec<usize> = config
+                .horizons_s
+                .iter()
+                .map(|h| (h / config.step_s) as usize)
+                .collect();
+            let mismatch = if loaded.info.columns != columns {
+                Some(format!(
+                    "columns {:?}, configured {columns:?}",
+                    loaded.info.columns
+                ))
+            } else if loaded.info.step_s != config.step_s as i64 {
+                Some(format!(
+                    "step {} s, configured {} s",
+                    loaded.info.step_s, config.step_s
+                ))
+            } else if !steps.iter().all(|h| loaded.model.horizons().contains(h)) {
+                Some(format!(
+                    "horizons {:?} steps, configured {steps:?}",
+                    loaded.model.horizons()
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = mismatch {
+                warn!(
                     resource = resource.name(),
                     generation = loaded.generation,
-                    "forecast model loaded"
+                    why,
+                    "model trained for another configuration: not used until retrained"
                 );
-                models.insert(resource, Arc::new(loaded));
+                continue;
             }
+            info!(
+                resource = resource.name(),
+                generation = loaded.generation,
+                "forecast model loaded"
+            );
+            models.insert(resource, Arc::new(loaded));
         }
         let classifier = Classifier::default_trained()
             .map_err(|error| warn!(%error, "workload classifier unavailable"))
