@@ -950,12 +950,15 @@ impl Store {
         })
     }
 
-    /// The newest point of every series, for exporters such as a Prometheus endpoint.
-    pub fn latest_points(&self) -> impl Iterator<Item = (&SeriesInfo, Point)> + '_ {
+    /// The newest point of every series that has one at or after `since_ns`, for exporters such
+    /// as a Prometheus endpoint. Series with nothing that recent (a VM stopped long ago) are
+    /// passed over without reading their blocks.
+    pub fn latest_points(&self, since_ns: i64) -> impl Iterator<Item = (&SeriesInfo, Point)> + '_ {
         self.catalog
             .series
             .iter()
             .filter(|s| s.id != u32::MAX)
+            .filter(move |s| self.last_ts.get(&s.id).is_some_and(|t| *t >= since_ns))
             .filter_map(|s| self.latest(s.vm, &s.metric).map(|p| (s, p)))
     }
 

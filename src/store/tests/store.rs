@@ -73,9 +73,12 @@ fn points_survive_close_and_reopen_with_heads_and_blocks() {
     let stats = store.stats();
     assert_eq!((stats.series, stats.vms, stats.samples), (2, 1, 1001));
     let mut latest: Vec<(String, Point)> = store
-        .latest_points()
+        .latest_points(0)
         .map(|(s, p)| (s.metric.clone(), p))
         .collect();
+    // Nothing as recent as 1000 s: cpu ended at 999 s, exits at 5 ns.
+    assert_eq!(store.latest_points(1000 * S).count(), 0);
+    assert_eq!(store.latest_points(999 * S).count(), 1);
     latest.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         latest[0],

@@ -74,13 +74,16 @@ impl Collector for HostCollector {
                 ns / 1e9,
             )?;
         }
-        // The store lock is held only to copy the newest points out.
+        // The store lock is held only to copy the newest points out, of the series written in
+        // the last few sampling intervals: a VM stopped long ago is not shown as it was then.
+        let interval_ns = host.config.sample_interval_ms as i64 * 1_000_000;
+        let since_ns = crate::host::now_ns() as i64 - (3 * interval_ns).max(10_000_000_000);
         let figures: BTreeMap<String, Vec<(u64, String, f64)>> = host
             .with_store(|store| {
                 let names: BTreeMap<u64, String> =
                     store.vms().map(|m| (m.id, m.name.clone())).collect();
                 let mut by_metric: BTreeMap<String, Vec<(u64, String, f64)>> = BTreeMap::new();
-                for (series, point) in store.latest_points() {
+                for (series, point) in store.latest_points(since_ns) {
                     let name = names.get(&series.vm).cloned().unwrap_or_default();
                     by_metric
                         .entry(metric_name(&series.metric))
