@@ -27,6 +27,17 @@ impl std::fmt::Debug for EventCounters {
     }
 }
 
+/// A counter's count over its whole enabled time: where the kernel multiplexed more events
+/// than the PMU has counters, the count covers only the share of time it ran, and is
+/// scaled up as `perf stat` does.
+fn scaled(count: u64, enabled_ns: u64, running_ns: u64) -> u64 {
+    if running_ns == 0 || running_ns >= enabled_ns {
+        return count;
+    }
+    (u128::from(count) * u128::from(enabled_ns) / u128::from(running_ns)).min(u128::from(u64::MAX))
+        as u64
+}
+
 /// Counters for every event on every vCPU thread of one VM.
 #[derive(Debug)]
 pub struct PerfSource {
@@ -103,8 +114,11 @@ impl PerfSource {
                 total = None;
             }
             for counter in &mut event.counters {
-                match counter.read() {
-                    Ok(v) => total = total.map(|t| t + v),
+                match counter.read_count_and_time() {
+                    Ok(c) => {
+                        let v = scaled(c.count, c.time_enabled, c.time_running);
+                        total = total.map(|t| t.saturating_add(v));
+                    }
                     Err(_) => total = None,
                 }
             }
@@ -115,5 +129,18 @@ impl PerfSource {
         }
         sample.push_unavailable(Metric::FpOps);
         sample
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scaled;
+
+    #[test]
+    fn a_multiplexed_count_is_scaled_to_its_enabled_time() {
+        assert_eq!(scaled(1000, 10, 10), 1000, "ran all the time");
+        assert_eq!(scaled(1000, 10, 4), 2500, "ran 40% of the time");
+        assert_eq!(scaled(1000, 10, 0), 1000, "never ran: nothing to scale by");
+        assert_eq!(scaled(u64::MAX, 10, 1), u64::MAX, "saturates");
     }
 }
