@@ -37,17 +37,44 @@ pub fn parse_diskstats(text: &str, is_disk: impl Fn(&str) -> bool) -> DiskStats 
     total
 }
 
-/// A whole disk: listed in /sys/block, and not a loop or RAM device.
+/// A whole disk: listed in /sys/block, not a loop or RAM device, and not stacked on other disks
+/// (an LVM or md device's I/O is already counted on the disks beneath it).
 pub fn is_whole_disk(name: &str) -> bool {
+    is_whole_disk_in(std::path::Path::new("/sys/block"), name)
+}
+
+fn is_whole_disk_in(block: &std::path::Path, name: &str) -> bool {
+    let dir = block.join(name);
     !name.starts_with("loop")
         && !name.starts_with("ram")
         && !name.starts_with("zram")
-        && std::path::Path::new("/sys/block").join(name).exists()
+        && dir.exists()
+        && !has_entries(&dir.join("slaves"))
+}
+
+fn has_entries(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_stacked_on_disks_is_not_counted_again() {
+        let block = tempfile::tempdir().unwrap();
+        for (disk, under) in [("vda", None), ("dm-0", Some("vda")), ("md0", Some("vdb"))] {
+            let slaves = block.path().join(disk).join("slaves");
+            std::fs::create_dir_all(&slaves).unwrap();
+            if let Some(under) = under {
+                std::fs::write(slaves.join(under), "").unwrap();
+            }
+        }
+        assert!(is_whole_disk_in(block.path(), "vda"));
+        assert!(!is_whole_disk_in(block.path(), "dm-0"));
+        assert!(!is_whole_disk_in(block.path(), "md0"));
+        assert!(!is_whole_disk_in(block.path(), "vdz"), "not listed");
+    }
 
     #[test]
     fn sums_whole_disks_only() {

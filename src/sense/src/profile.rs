@@ -166,6 +166,9 @@ impl Window {
 
 /// Intervals without a sample after which a source's rates are no longer reported.
 pub const STALE_INTERVALS: u64 = 3;
+/// ... and at least this long, so a shim reporting every few seconds is not dropped between
+/// its reports at a short sampling interval.
+pub const STALE_AFTER_NS: u64 = 10_000_000_000;
 
 #[derive(Debug, Default)]
 struct VmTrack {
@@ -207,18 +210,16 @@ impl Profiler {
     }
 
     /// Closes the current interval of `vm`, appending a window built from the latest rates. A
-    /// host-side source that has said nothing for `STALE_INTERVALS` intervals (libvirt
-    /// restarting, a VMM process gone) is left out rather than repeated as if current; the
-    /// guest's shim, which reports on its own clock, is not.
+    /// source that has said nothing for `STALE_INTERVALS` intervals and `STALE_AFTER_NS` (libvirt
+    /// restarting, a VMM process gone, a guest's shim stopped) is left out rather than repeated
+    /// as if current.
+    /// Every sample is stamped with the host's clock, the shim's on arrival.
     pub fn close_window(&mut self, vm: VmId, ts_ns: u64) -> Option<&Window> {
         let track = self.vms.get_mut(&vm)?;
         if let Some(last) = track.history.back().filter(|w| w.ts_ns < ts_ns) {
-            let oldest = ts_ns.saturating_sub(STALE_INTERVALS * (ts_ns - last.ts_ns));
-            // The shim reports on its own clock, which may be slower than the host's.
-            let shim = Source::Shim as u8;
-            track
-                .rates
-                .retain(|source, r| *source == shim || r.ts_ns >= oldest);
+            let oldest =
+                ts_ns.saturating_sub((STALE_INTERVALS * (ts_ns - last.ts_ns)).max(STALE_AFTER_NS));
+            track.rates.retain(|_, r| r.ts_ns >= oldest);
         }
         let window = Window::build(ts_ns, &track.rates);
         track.history.push_back(window);
@@ -303,15 +304,15 @@ mod tests {
         );
         assert_eq!(p.history(3, 5).len(), 2);
         assert!(p.current(99).is_none());
-        // The run loop's last sample was at 2 s; dirty logging goes on. Its CPU figure is kept
-        // for three intervals (the windows at 3, 4 and 5 s), not for ever.
-        for ts in 4..=5 {
+        // The run loop's last sample was at 2 s; dirty logging goes on. At 1 s intervals its
+        // CPU figure is kept for 10 s (more than three intervals), not for ever.
+        for ts in 4..=12 {
             p.ingest(dirty(ts, 1000 * ts, 10));
             let w = p.close_window(3, ts * 1_000_000_000).unwrap();
             assert_eq!(w.cpu_vcpus, Some(0.5), "at {ts} s");
         }
-        p.ingest(dirty(6, 6000, 10));
-        let w = p.close_window(3, 6_000_000_000).unwrap();
+        p.ingest(dirty(13, 13000, 10));
+        let w = p.close_window(3, 13_000_000_000).unwrap();
         assert_eq!(w.cpu_vcpus, None);
         assert_eq!(w.dirty_pages_per_s, Some(1000.0));
     }
