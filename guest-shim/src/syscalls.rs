@@ -155,9 +155,11 @@ impl CpuGroup {
             .include_kernel()
             .build_group()
             .ok()?;
+        // Every event this kernel offers, or none on this CPU: a family missing on some CPUs
+        // would be under-counted without a word (the open-file limit can run out part way).
         let counters: Vec<(Slot, Counter)> = events
             .iter()
-            .filter_map(|(slot, id)| {
+            .map(|(slot, id)| {
                 let mut counter = Builder::new(Tracepoint::with_id(*id))
                     .any_pid()
                     .one_cpu(cpu)
@@ -168,7 +170,7 @@ impl CpuGroup {
                 counter.enable().ok()?;
                 Some((*slot, counter))
             })
-            .collect();
+            .collect::<Option<_>>()?;
         if counters.is_empty() {
             return None;
         }
