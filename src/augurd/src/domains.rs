@@ -24,6 +24,16 @@ pub struct HostSources<'a> {
     pub tracepoint_period: u64,
 }
 
+/// The reader of a domain's shim channel, when it has one and shims are read.
+fn open_shim(xml: &DomainXml, enabled: bool) -> Option<ShimChannel> {
+    match (&xml.shim_socket, enabled) {
+        (Some(path), true) => ShimChannel::connect_unix(&xml.name, path.clone())
+            .map_err(|e| warn!(domain = %xml.name, error = %e, "shim channel not started"))
+            .ok(),
+        _ => None,
+    }
+}
+
 /// A running domain and the sources watching it.
 #[derive(Debug)]
 pub struct Domain {
@@ -166,17 +176,18 @@ impl Domains {
                         _ => None,
                     };
                     domain.trace = None;
+                    // libvirt names a channel's socket after the domain's id, which changes with
+                    // every start: the old channel would wait on a path nothing serves again.
+                    if xml.shim_socket != domain.xml.shim_socket {
+                        domain.shim = open_shim(&xml, self.config.shim);
+                    }
+                    domain.xml = xml;
                 }
                 continue;
             }
             let id = id_for(&xml.name);
             register(id, &xml);
-            let shim = match (&xml.shim_socket, self.config.shim) {
-                (Some(path), true) => ShimChannel::connect_unix(&xml.name, path.clone())
-                    .map_err(|e| warn!(domain = %xml.name, error = %e, "shim channel not started"))
-                    .ok(),
-                _ => None,
-            };
+            let shim = open_shim(&xml, self.config.shim);
             let qemu = qemu_process::find(Path::new("/proc"), &xml.name);
             let perf = match (&qemu, self.perf) {
                 (Some(q), true) if !q.vcpu_tids.is_empty() => Some(PerfSource::open(&q.vcpu_tids)),
