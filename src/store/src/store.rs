@@ -290,13 +290,13 @@ impl Store {
                     continue;
                 }
                 match block::header(&record.payload) {
-                    Ok(h) if catalog.knows(h.series) => {
-                        ids_end = ids_end.max(h.series.saturating_add(1));
-                        found.push((id, record.offset, record.payload.len() as u32, h));
-                    }
                     Ok(h) => {
                         ids_end = ids_end.max(h.series.saturating_add(1));
-                        report.bad_blocks += 1;
+                        if catalog.knows(h.series) {
+                            found.push((id, record.offset, record.payload.len() as u32, h));
+                        } else {
+                            report.bad_blocks += 1;
+                        }
                     }
                     Err(_) => report.bad_blocks += 1,
                 }
@@ -424,42 +424,6 @@ impl Store {
                 }
             }
         }
-        let mut current = current;
-        for (series, mut points) in recovered {
-            points.sort_unstable_by_key(|p| p.0);
-            points.dedup_by_key(|p| p.0);
-            let kind = catalog.series[series as usize].kind;
-            let blocks = index.entry(series).or_default();
-            // One block per gap between the blocks that survived, so blocks never overlap.
-            let gap_of = |ts: i64| blocks.partition_point(|b| b.min_ts <= ts);
-            let mut runs: Vec<Vec<(i64, u64)>> = Vec::new();
-            for point in points {
-                match runs.last_mut() {
-                    Some(run) if gap_of(run[0].0) == gap_of(point.0) => run.push(point),
-                    _ => runs.push(vec![point]),
-                }
-            }
-            for run in runs {
-                let (ts, bits): (Vec<i64>, Vec<u64>) = run.into_iter().unzip();
-                let bytes = block::encode(series, kind, &ts, &bits)?;
-                let offset = current.append(&[&bytes])?[0];
-                blocks.push(BlockRef {
-                    segment: current_id,
-                    offset,
-                    len: bytes.len() as u32,
-                    min_ts: ts[0],
-                    max_ts: ts[ts.len() - 1],
-                    count: ts.len() as u32,
-                });
-                report.wal_points_recovered += ts.len();
-                if let Some(seg) = segments.get_mut(&current_id) {
-                    seg.bytes = current.len();
-                    seg.max_ts = seg.max_ts.max(ts[ts.len() - 1]);
-                    seg.min_resolution_s = 0;
-                }
-            }
-            blocks.sort_by_key(|b| b.min_ts);
-        }
         let (wal_gen, wal) = match wal_files.last() {
             Some((gen, path)) => {
                 let (_, scan) = read_log(path, LogKind::Wal)?;
@@ -520,6 +484,9 @@ impl Store {
             scratch: Vec::new(),
             wal_covers_from: 0,
         };
+        for (series, points) in recovered {
+            store.seal_recovered(series, points)?;
+        }
         if !stale_wals.is_empty() {
             store.checkpoint()?;
             for path in stale_wals {
@@ -674,34 +641,80 @@ impl Store {
 
     /// Seals one series' head into a block in the current segment.
     fn seal(&mut self, series: u32) -> Result<(), StoreError> {
-        let Some(head) = self.heads.get(&series) else {
+        let Some(head) = self.heads.get(&series).filter(|h| !h.ts.is_empty()) else {
             return Ok(());
         };
-        if head.ts.is_empty() {
-            return Ok(());
-        }
         let kind = self.catalog.series[series as usize].kind;
         let bytes = block::encode(series, kind, &head.ts, &head.bits)?;
-        let offsets = self.current.append(&[&bytes])?;
-        let head = self.heads.remove(&series).unwrap_or_default();
-        let r = BlockRef {
-            segment: self.current_id,
-            offset: offsets[0],
-            len: bytes.len() as u32,
-            min_ts: head.ts[0],
-            max_ts: head.ts[head.ts.len() - 1],
-            count: head.ts.len() as u32,
-        };
+        let (first, last, count) = (head.ts[0], head.ts[head.ts.len() - 1], head.ts.len());
+        // The head goes only once its block is written: a failed append keeps it.
+        self.add_block(series, &bytes, first, last, count)?;
+        self.heads.remove(&series);
+        if self.current.len() > self.options.segment_bytes {
+            self.rotate_segment()?;
+        }
+        Ok(())
+    }
+
+    /// Appends an encoded block of `series` to the current segment and indexes it (at the end
+    /// of the series' blocks: the caller re-sorts if it is not the newest).
+    fn add_block(
+        &mut self,
+        series: u32,
+        bytes: &[u8],
+        min_ts: i64,
+        max_ts: i64,
+        count: usize,
+    ) -> Result<(), StoreError> {
+        let offsets = self.current.append(&[bytes])?;
         let segment = self
             .segments
             .get_mut(&self.current_id)
             .ok_or_else(|| StoreError::Internal("current segment missing".into()))?;
         segment.bytes = self.current.len();
-        segment.max_ts = segment.max_ts.max(r.max_ts);
+        segment.max_ts = segment.max_ts.max(max_ts);
         segment.min_resolution_s = 0;
-        self.index.entry(series).or_default().push(r);
-        if self.current.len() > self.options.segment_bytes {
-            self.rotate_segment()?;
+        self.index.entry(series).or_default().push(BlockRef {
+            segment: self.current_id,
+            offset: offsets[0],
+            len: bytes.len() as u32,
+            min_ts,
+            max_ts,
+            count: count as u32,
+        });
+        Ok(())
+    }
+
+    /// Seals WAL points of a block a crash lost (see [`OpenReport::wal_points_recovered`]): one
+    /// block per gap between the blocks that survived, so blocks never overlap.
+    fn seal_recovered(
+        &mut self,
+        series: u32,
+        mut points: Vec<(i64, u64)>,
+    ) -> Result<(), StoreError> {
+        points.sort_unstable_by_key(|p| p.0);
+        points.dedup_by_key(|p| p.0);
+        let kind = self.catalog.series[series as usize].kind;
+        let runs: Vec<Vec<(i64, u64)>> = {
+            let blocks = self.index.get(&series).map_or(&[][..], Vec::as_slice);
+            let gap_of = |ts: i64| blocks.partition_point(|b| b.min_ts <= ts);
+            let mut runs: Vec<Vec<(i64, u64)>> = Vec::new();
+            for point in points {
+                match runs.last_mut() {
+                    Some(run) if gap_of(run[0].0) == gap_of(point.0) => run.push(point),
+                    _ => runs.push(vec![point]),
+                }
+            }
+            runs
+        };
+        for run in runs {
+            let (ts, bits): (Vec<i64>, Vec<u64>) = run.into_iter().unzip();
+            let bytes = block::encode(series, kind, &ts, &bits)?;
+            self.add_block(series, &bytes, ts[0], ts[ts.len() - 1], ts.len())?;
+            self.report.wal_points_recovered += ts.len();
+        }
+        if let Some(blocks) = self.index.get_mut(&series) {
+            blocks.sort_by_key(|b| b.min_ts);
         }
         Ok(())
     }

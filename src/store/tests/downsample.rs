@@ -45,7 +45,8 @@ fn write_seconds(store: &mut Store, from: i64, to: i64) {
     }
 }
 
-fn fresh(dir: &Path) -> Store {
+/// Three hours of one VM's points, every one still in the WAL.
+fn filled(dir: &Path) -> Store {
     let mut store = open(dir);
     store
         .register_vm(VmMeta {
@@ -55,6 +56,11 @@ fn fresh(dir: &Path) -> Store {
         })
         .unwrap();
     write_seconds(&mut store, 0, 3 * HOUR);
+    store
+}
+
+fn fresh(dir: &Path) -> Store {
+    let mut store = filled(dir);
     store.checkpoint().unwrap();
     store
 }
@@ -200,16 +206,8 @@ fn a_crash_before_the_commit_keeps_the_raw_data() {
 #[test]
 fn raw_points_still_in_the_wal_do_not_come_back_over_their_buckets() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = open(dir.path());
-    store
-        .register_vm(VmMeta {
-            id: 1,
-            name: "ds".into(),
-            attrs: Default::default(),
-        })
-        .unwrap();
     // No checkpoint: the WAL still holds every raw point the downsampling replaces.
-    write_seconds(&mut store, 0, 3 * HOUR);
+    let mut store = filled(dir.path());
     store.sync().unwrap();
     // Every sealed segment downsampled: past the last bucket, only the current segment's raw
     // blocks are left to date the raw points.
